@@ -94,6 +94,123 @@ def layouts_show(
         typer.echo(f"  {i:>2} {j:<18} parent {parent:<18} part {part_of[j]}")
 
 
+# ---------------------------------------------------------------- training / evaluation
+models_app = typer.Typer(help="Shipped (pre-trained) models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+def _metrics_summary(m: dict[str, Any]) -> str:
+    return (
+        f"top1 {m['top1']:.2f}  top5 {m['top5']:.2f}  "
+        f"mean-class {m['mean_class_acc']:.2f}  n {m['n']}"
+    )
+
+
+@app.command("train")
+def train_cmd(
+    config: Annotated[str, typer.Argument(help="YAML recipe (see configs/).")],
+    data: Annotated[str, typer.Option("--data", help="Prepared dataset folder.")],
+    out: Annotated[str, typer.Option("--out", help="Run folder for checkpoints and logs.")],
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a recipe value: key=value.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the final summary as JSON.")
+    ] = False,
+) -> None:
+    """Train a model from a recipe on a prepared dataset."""
+    from protoskel.training.config import load_config
+    from protoskel.training.trainer import train
+
+    cfg = load_config(config, overrides or [])
+    res = train(cfg, data, out, resume=resume, progress=True)
+    last = res["history"][-1] if res["history"] else {}
+    summary = {"out": res["out"], "best_top1": res["best_top1"], "last": last}
+    if as_json:
+        echo_json(summary)
+    else:
+        log(f"done: {res['out']}/last.pt  last val top1 {last.get('val_top1', 'n/a')}")
+
+
+@app.command("eval")
+def eval_cmd(
+    checkpoint: Annotated[str, typer.Argument(help="Checkpoint file or shipped model name.")],
+    data: Annotated[str, typer.Option("--data", help="Prepared dataset folder.")],
+    split: Annotated[str | None, typer.Option("--split", help="Split (default: val).")] = None,
+    clips: Annotated[int | None, typer.Option("--clips", help="Test clips per video.")] = None,
+    confusion: Annotated[
+        str | None, typer.Option("--confusion", help="Write the confusion matrix PNG here.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Evaluate a checkpoint: top-1, top-5, mean class and per-class accuracy."""
+    from protoskel.training.trainer import evaluate
+
+    m = evaluate(checkpoint, data, split=split, clips=clips, confusion_png=confusion)
+    if as_json:
+        echo_json(m)
+        return
+    typer.echo(_metrics_summary(m))
+    for c, a in m["per_class"].items():
+        typer.echo(f"  {c:<24} {'n/a' if a is None else f'{a:6.2f}'}")
+
+
+@app.command("ensemble")
+def ensemble_cmd(
+    checkpoints: Annotated[list[str], typer.Argument(help="Checkpoints to fuse (e.g. 4 streams).")],
+    data: Annotated[str, typer.Option("--data", help="Prepared dataset folder.")],
+    weights: Annotated[
+        str | None, typer.Option("--weights", help="Comma-separated weights, one per checkpoint.")
+    ] = None,
+    fit_weights: Annotated[
+        bool,
+        typer.Option("--fit-weights", help="Fit weights on the held-out training clips."),
+    ] = False,
+    split: Annotated[str | None, typer.Option("--split", help="Split (default: val).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Fuse several checkpoints' class probabilities."""
+    from protoskel.errors import ConfigError
+    from protoskel.training.ensemble import ensemble
+
+    w = None
+    if weights is not None:
+        try:
+            w = [float(v) for v in weights.split(",")]
+        except ValueError:
+            raise ConfigError(
+                f"--weights {weights!r}: expected numbers like 0.6,0.6,0.4,0.4"
+            ) from None
+    m = ensemble(list(checkpoints), data, weights=w, fit=fit_weights, split=split)
+    if as_json:
+        echo_json(m)
+        return
+    for mem, wt in zip(m["members"], m["weights"], strict=True):
+        typer.echo(f"  w={wt:.2f}  {mem['stream']:<12} top1 {mem['top1']:.2f}  {mem['checkpoint']}")
+    typer.echo("ensemble: " + _metrics_summary(m))
+
+
+@models_app.command("list")
+def models_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the checkpoints shipped with protoskel and their reported accuracy."""
+    from protoskel.training.registry import shipped_models
+
+    rows = shipped_models()
+    if as_json:
+        echo_json({"models": rows})
+        return
+    if not rows:
+        typer.echo("no shipped models")
+    for r in rows:
+        typer.echo(
+            f"{r['name']:<36} {r['dataset']:<14} {r['stream']:<12} top1 {r['top1']:.2f}  "
+            f"{r.get('invariance') or ''}"
+        )
+
+
 def main() -> None:
     """Console entry point: run the app, turning protoskel errors into exit code 2."""
     try:

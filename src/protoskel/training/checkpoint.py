@@ -1,0 +1,96 @@
+"""Checkpoints: atomic writes, ``weights_only`` loads, and rebuilding a model from one file."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from protoskel.errors import CheckpointError
+from protoskel.layouts import Layout, get_layout, layout_from_dict
+
+__all__ = ["build_from_checkpoint", "load_checkpoint", "save_checkpoint", "shipped_dir"]
+
+FORMAT = "protoskel-checkpoint"
+
+
+def shipped_dir() -> Path:
+    """Folder of the checkpoints that ship inside the package."""
+    return Path(__file__).resolve().parents[1] / "checkpoints"
+
+
+def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
+    """Write a checkpoint atomically: a temp file in the same folder, then rename."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, "version": 1, **obj}, f)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint path, or the name of a shipped model (see ``protoskel models list``)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    for cand in (shipped_dir() / f"{path}.pt", shipped_dir() / str(path)):
+        if cand.is_file():
+            return cand
+    raise CheckpointError(
+        f"{path}: no such checkpoint file or shipped model name (see `protoskel models list`)"
+    )
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a protoskel checkpoint safely (``weights_only=True``) and check its format."""
+    p = resolve_checkpoint(path)
+    try:
+        ck = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(
+            f"{p}: not a readable protoskel checkpoint ({type(e).__name__}: {str(e)[:200]})"
+        ) from None
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+        raise CheckpointError(f"{p}: not a protoskel checkpoint (no format tag {FORMAT!r})")
+    for key in ("model", "config", "layout", "classes", "in_channels"):
+        if key not in ck:
+            raise CheckpointError(f"{p}: checkpoint lacks the {key!r} entry")
+    ck["path"] = str(p)
+    return ck
+
+
+def checkpoint_layout(ck: dict[str, Any]) -> Layout:
+    """The layout a checkpoint was trained on (built-in by name when it matches, else embedded)."""
+    d = ck["layout"]
+    try:
+        lay = get_layout(d["name"])
+        if list(lay.joints) == [next(iter(j)) for j in d["joints"]]:
+            return lay
+    except Exception:
+        pass
+    return layout_from_dict(d, source=f"{ck.get('path', 'checkpoint')}: layout")
+
+
+def build_from_checkpoint(ck: dict[str, Any]) -> torch.nn.Module:
+    """Rebuild the exact model a checkpoint holds (eval mode) and load its weights."""
+    from protoskel.training.trainer import build_model_from_config
+
+    model = build_model_from_config(
+        ck["config"], checkpoint_layout(ck), len(ck["classes"]), int(ck["in_channels"])
+    )
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{ck.get('path')}: weights do not fit the model the config describes ({str(e)[:300]})"
+        ) from None
+    model.eval()
+    return model

@@ -1,0 +1,221 @@
+"""Training recipes: YAML files validated into dataclasses (unknown keys and bad values fail)."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from protoskel.errors import ConfigError
+
+__all__ = ["Config", "DataConfig", "ModelConfig", "TrainConfig", "load_config"]
+
+STREAMS = ("joint", "bone", "joint_motion", "bone_motion")
+
+
+@dataclass
+class ModelConfig:
+    """Which network to build."""
+
+    backbone: str = "atgcn"
+    head: str = "linear"
+    dropout: float = 0.0
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    head_kwargs: dict[str, Any] = field(default_factory=dict)
+    # View invariance: null, or "frame_averaging" (see docs/invariance.md).
+    invariance: str | None = None
+    invariance_mode: str = "average"
+
+
+@dataclass
+class DataConfig:
+    """How clips become batches."""
+
+    stream: str = "joint"
+    num_frames: int = 52
+    train_split: str = "train"
+    val_split: str = "val"
+    test_clips: int = 1
+    augment: dict[str, Any] = field(default_factory=dict)
+    # A seeded fraction of the training split kept out of training (for fitting ensemble weights).
+    holdout_fraction: float = 0.0
+    holdout_seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation recipe."""
+
+    epochs: int = 30
+    batch_size: int = 16
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 4e-4
+    warmup_epochs: int = 5
+    schedule: str = "cosine"
+    min_lr: float = 0.0
+    label_smoothing: float = 0.1
+    seed: int = 1
+    eval_every: int = 1
+    threads: int = 0  # 0: leave torch's default
+
+
+@dataclass
+class Config:
+    """A whole recipe: model, data, train."""
+
+    name: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (what checkpoints store)."""
+        return asdict(self)
+
+    def validate(self) -> Config:
+        """Check values that types alone cannot; raise ConfigError naming the key."""
+        checks = [
+            (self.data.stream in STREAMS, "data.stream", f"must be one of {', '.join(STREAMS)}"),
+            (self.data.num_frames >= 4, "data.num_frames", "must be >= 4"),
+            (self.data.test_clips >= 1, "data.test_clips", "must be >= 1"),
+            (0.0 <= self.data.holdout_fraction < 1.0, "data.holdout_fraction", "must be in [0, 1)"),
+            (self.train.epochs >= 1, "train.epochs", "must be >= 1"),
+            (self.train.batch_size >= 1, "train.batch_size", "must be >= 1"),
+            (self.train.optimizer in ("sgd", "adamw"), "train.optimizer", "must be sgd or adamw"),
+            (self.train.lr > 0, "train.lr", "must be > 0"),
+            (self.train.weight_decay >= 0, "train.weight_decay", "must be >= 0"),
+            (self.train.warmup_epochs >= 0, "train.warmup_epochs", "must be >= 0"),
+            (self.train.schedule in ("cosine", "constant"), "train.schedule", "cosine|constant"),
+            (0 <= self.train.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)"),
+            (self.train.eval_every >= 1, "train.eval_every", "must be >= 1"),
+            (self.train.threads >= 0, "train.threads", "must be >= 0"),
+            (0 <= self.model.dropout < 1, "model.dropout", "must be in [0, 1)"),
+            (
+                self.model.invariance in (None, "frame_averaging"),
+                "model.invariance",
+                "must be null or frame_averaging",
+            ),
+            (
+                self.model.invariance_mode in ("average", "canonical"),
+                "model.invariance_mode",
+                "must be average or canonical",
+            ),
+        ]
+        for ok, key, what in checks:
+            if not ok:
+                raise ConfigError(f"{key}: {what}")
+        return self
+
+
+def _check_type(value: Any, tp: Any, key: str) -> Any:
+    """Coerce/check one value against a dataclass field type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _check_type(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"{path}: unknown key; allowed here: {', '.join(sorted(names))}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, f"{path}.")
+        else:
+            kwargs[key] = _check_type(value, tp, path)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: Any) -> Config:
+    """Validate a nested dict into a Config."""
+    return _build(Config, data or {}, "").validate()
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.lr=0.05")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML recipe (or defaults when None) and apply ``key=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"{p}: cannot read config ({e.strerror})") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"line {mark.line + 1}" if mark is not None else "?"
+            raise ConfigError(f"{p}: {where}: invalid YAML") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: expected a mapping at the top level")
+    for item in overrides or []:
+        keys, value = _parse_override(item)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {k} is not a section")
+        node[keys[-1]] = value
+    try:
+        return config_from_dict(data)
+    except ConfigError as e:
+        if path is not None:
+            raise ConfigError(f"{path}: {e}") from None
+        raise

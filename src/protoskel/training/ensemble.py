@@ -1,0 +1,93 @@
+"""Multi-stream ensembles: weighted sums of class probabilities, weights fitted off the test set."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from protoskel.errors import CheckpointError, ConfigError
+from protoskel.training.metrics import classification_metrics
+from protoskel.training.trainer import checkpoint_probs
+
+__all__ = ["ensemble", "fit_weights"]
+
+
+def fit_weights(probs: list[np.ndarray], labels: np.ndarray, step: float = 0.1) -> list[float]:
+    """Grid-search simplex weights maximising top-1 (ties go to the most uniform weights)."""
+    k = len(probs)
+    n_steps = round(1 / step)
+    best: tuple[float, float, tuple[float, ...]] | None = None
+    for combo in itertools.product(range(n_steps + 1), repeat=k):
+        if sum(combo) != n_steps:
+            continue
+        w = tuple(c / n_steps for c in combo)
+        fused = sum(wi * p for wi, p in zip(w, probs, strict=True))
+        acc = float((fused.argmax(1) == labels).mean())
+        spread = -float(np.std(w))
+        key = (acc, spread, w)
+        if best is None or key[:2] > best[:2]:
+            best = key
+    assert best is not None
+    return list(best[2])
+
+
+def ensemble(
+    checkpoints: list[str | Path],
+    data_dir: str | Path,
+    *,
+    weights: list[float] | None = None,
+    fit: bool = False,
+    split: str | None = None,
+) -> dict[str, Any]:
+    """Fuse checkpoints (e.g. the four streams) on a split; optionally fit weights on held-out
+    training clips recorded in the checkpoints (never on the evaluated split)."""
+    if len(checkpoints) < 2:
+        raise ConfigError("ensemble needs at least two checkpoints")
+    if weights is not None and fit:
+        raise ConfigError("give either --weights or --fit-weights, not both")
+    if weights is not None and len(weights) != len(checkpoints):
+        raise ConfigError(f"{len(weights)} weights for {len(checkpoints)} checkpoints")
+    runs = [checkpoint_probs(c, data_dir, split) for c in checkpoints]
+    labels = runs[0][1]
+    classes = runs[0][3]
+    for r in runs[1:]:
+        if not np.array_equal(r[1], labels):
+            raise CheckpointError("the checkpoints were evaluated on different clips")
+    fitted_on = None
+    if fit:
+        from protoskel.data.store import open_store
+
+        held = [tuple(r[2].get("meta", {}).get("holdout_ids", [])) for r in runs]
+        if not held[0] or any(h != held[0] for h in held):
+            raise ConfigError(
+                "--fit-weights needs checkpoints trained with the same data.holdout_fraction "
+                "and data.holdout_seed (their held-out training clips are used to fit); "
+                "retrain with e.g. --set data.holdout_fraction=0.1 or pass --weights"
+            )
+        ck0 = runs[0][2]
+        train_name = ck0["meta"]["train_split"]
+        sp = open_store(data_dir).split(train_name)
+        pos = {cid: i for i, cid in enumerate(sp.ids)}
+        idx = np.array([pos[c] for c in held[0]], dtype=np.int64)
+        hold = [checkpoint_probs(c, data_dir, train_name, indices=idx) for c in checkpoints]
+        weights = fit_weights([h[0] for h in hold], hold[0][1])
+        fitted_on = {"split": train_name, "clips": len(idx)}
+    if weights is None:
+        weights = [1.0] * len(checkpoints)
+    fused = sum(w * r[0] for w, r in zip(weights, runs, strict=True))
+    m = classification_metrics(fused, labels, classes)
+    m["weights"] = list(map(float, weights))
+    m["members"] = [
+        {
+            "checkpoint": r[2]["path"],
+            "stream": r[2]["config"]["data"]["stream"],
+            "top1": classification_metrics(r[0], labels, classes)["top1"],
+        }
+        for r in runs
+    ]
+    if fitted_on:
+        m["weights_fitted_on"] = fitted_on
+    return m

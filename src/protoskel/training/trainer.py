@@ -1,0 +1,463 @@
+"""Training and evaluation loops: deterministic, resumable, distributed-ready, CPU-first."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from protoskel.errors import CheckpointError, ConfigError
+from protoskel.layouts import Layout
+from protoskel.training.checkpoint import (
+    build_from_checkpoint,
+    checkpoint_layout,
+    load_checkpoint,
+    save_checkpoint,
+)
+from protoskel.training.config import Config, config_from_dict
+from protoskel.training.distributed import (
+    DistInfo,
+    convert_sync_batchnorm,
+    init_distributed,
+)
+from protoskel.training.metrics import classification_metrics, save_confusion_png
+
+__all__ = [
+    "build_model_from_config",
+    "evaluate",
+    "predict_split",
+    "subset_split",
+    "train",
+]
+
+
+def build_model_from_config(
+    cfg: Config | dict[str, Any], layout: Layout, num_classes: int, in_channels: int
+) -> nn.Module:
+    """Build the network a recipe describes (backbone + head, optionally frame-averaged)."""
+    from protoskel.models import build_model
+
+    c = cfg if isinstance(cfg, Config) else config_from_dict(cfg)
+    model = build_model(
+        c.model.backbone,
+        layout=layout,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        head=c.model.head,
+        dropout=c.model.dropout,
+        head_kwargs=c.model.head_kwargs,
+        **c.model.kwargs,
+    )
+    if c.model.invariance == "frame_averaging":
+        from protoskel.models.invariance import FrameAveraging
+
+        model = FrameAveraging(model, mode=c.model.invariance_mode)
+    return model
+
+
+@dataclass
+class _Subset:
+    """A packed split made of chosen clips of another split (same attributes the loader reads)."""
+
+    keypoints: np.ndarray
+    scores: np.ndarray | None
+    offsets: np.ndarray
+    labels: np.ndarray
+    subjects: np.ndarray
+    views: np.ndarray
+    ids: list[str]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Frames per clip."""
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def subset_split(split: Any, indices: np.ndarray) -> _Subset:
+    """Copy the chosen clips of a prepared split into a new packed split in memory."""
+    idx = np.asarray(indices, dtype=np.int64)
+    off = np.asarray(split.offsets)
+    starts, ends = off[idx], off[idx + 1]
+    rows = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
+    new_off = np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64)
+    sc = None if split.scores is None else np.asarray(split.scores)[rows]
+    return _Subset(
+        keypoints=np.asarray(split.keypoints)[rows],
+        scores=sc,
+        offsets=new_off,
+        labels=np.asarray(split.labels)[idx],
+        subjects=np.asarray(split.subjects)[idx],
+        views=np.asarray(split.views)[idx],
+        ids=[split.ids[i] for i in idx],
+    )
+
+
+def holdout_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of ``range(n)`` into (kept for training, held out)."""
+    if fraction <= 0:
+        return np.arange(n), np.arange(0)
+    perm = np.random.default_rng(seed).permutation(n)
+    k = max(1, round(n * fraction))
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+def lr_at(step: int, steps_per_epoch: int, cfg: Config) -> float:
+    """Learning rate at a global step: linear warm-up, then cosine (or constant)."""
+    t = cfg.train
+    warm = t.warmup_epochs * steps_per_epoch
+    total = t.epochs * steps_per_epoch
+    if step < warm:
+        return t.lr * (step + 1) / warm
+    if t.schedule == "constant":
+        return t.lr
+    progress = (step - warm) / max(1, total - warm)
+    return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def _make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    t = cfg.train
+    # Norm and bias parameters are not decayed (standard practice; stabilises small models).
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": t.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov)
+    return torch.optim.AdamW(groups, lr=t.lr)
+
+
+def _loader(split: Any, layout: Layout, cfg: Config, train: bool, dist: DistInfo) -> Any:
+    from protoskel.data.loader import ClipLoader
+
+    batch = cfg.train.batch_size
+    if train and dist.enabled:
+        if batch % dist.world_size:
+            raise ConfigError(
+                f"train.batch_size={batch} must be divisible by the {dist.world_size} processes"
+            )
+        batch //= dist.world_size
+    return ClipLoader(
+        split,
+        layout,
+        batch_size=batch if train else max(batch, 32),
+        num_frames=cfg.data.num_frames,
+        train=train,
+        stream=cfg.data.stream,
+        augment=cfg.data.augment if train else None,
+        seed=cfg.train.seed,
+        num_clips=1 if train else cfg.data.test_clips,
+        rank=dist.rank if train else 0,
+        world_size=dist.world_size if train else 1,
+    )
+
+
+@torch.no_grad()
+def predict_split(model: nn.Module, loader: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities (N, K) over a loader (multi-clip outputs averaged) and labels."""
+    model.eval()
+    probs, labels = [], []
+    k = getattr(loader, "num_clips", 1)
+    for x, y in loader:
+        p = F.softmax(model(x), dim=1)
+        if k > 1:
+            p = p.view(-1, k, p.shape[1]).mean(1)
+        probs.append(p.double().numpy())
+        labels.append(y.numpy())
+    return np.concatenate(probs), np.concatenate(labels)
+
+
+def _progress(enabled: bool) -> Any:
+    if not enabled:
+        return contextlib.nullcontext(None)
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[stats]}"),
+        console=Console(file=sys.stderr),
+        transient=False,
+    )
+
+
+class _Logs:
+    """CSV log (always) and TensorBoard (when installed), rank 0 only."""
+
+    FIELDS = (
+        "epoch",
+        "lr",
+        "train_loss",
+        "train_acc",
+        "val_top1",
+        "val_top5",
+        "val_mean_class_acc",
+        "epoch_seconds",
+    )
+
+    def __init__(self, out: Path, enabled: bool, resume: bool) -> None:
+        self.enabled = enabled
+        self.path = out / "log.csv"
+        self.tb = None
+        if not enabled:
+            return
+        if not (resume and self.path.exists()):
+            with self.path.open("w", newline="") as f:
+                csv.writer(f).writerow(self.FIELDS)
+        with contextlib.suppress(Exception):
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tb"))
+
+    def write(self, row: dict[str, Any]) -> None:
+        """Append one epoch's row."""
+        if not self.enabled:
+            return
+        with self.path.open("a", newline="") as f:
+            csv.writer(f).writerow([row.get(k, "") for k in self.FIELDS])
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "epoch" and isinstance(v, int | float):
+                    self.tb.add_scalar(k, v, row["epoch"])
+            self.tb.flush()
+
+
+def train(
+    cfg: Config,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    max_epochs: int | None = None,
+) -> dict[str, Any]:
+    """Train a model from a recipe on a prepared store; write best.pt/last.pt and log.csv.
+
+    ``max_epochs`` stops early after that many epochs in total (the schedule still spans
+    ``train.epochs``), which is how an interrupted run is simulated in tests.
+    """
+    from protoskel.data.store import open_store
+
+    dist = init_distributed()
+    out = Path(out_dir)
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    store = open_store(data_dir)
+    layout = store.layout
+    classes = list(store.classes)
+    train_split = store.split(cfg.data.train_split)
+    val_split = store.split(cfg.data.val_split) if cfg.data.val_split else None
+    keep, held = holdout_indices(len(train_split), cfg.data.holdout_fraction, cfg.data.holdout_seed)
+    if len(held):
+        train_split = subset_split(train_split, keep)
+    in_channels = int(store.manifest["num_coords"])
+
+    torch.manual_seed(cfg.train.seed)
+    model = build_model_from_config(cfg, layout, len(classes), in_channels)
+    if dist.enabled:
+        model = convert_sync_batchnorm(model)
+    optimizer = _make_optimizer(model, cfg)
+
+    start_epoch, best, history = 0, -1.0, []
+    last_path = out / "last.pt"
+    if resume:
+        if not last_path.is_file():
+            raise CheckpointError(f"{last_path}: --resume given but there is no last.pt to resume")
+        ck = load_checkpoint(last_path)
+        if ck["config"] != cfg.to_dict():
+            raise ConfigError(
+                f"{last_path}: the run was started with a different config; resume with the "
+                "same config and --set values"
+            )
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        start_epoch, best = int(ck["epoch"]), float(ck.get("best_top1", -1.0))
+        history = list(ck.get("history", []))
+        torch.set_rng_state(ck["rng"])
+
+    net: nn.Module = model
+    if dist.enabled:
+        net = nn.parallel.DistributedDataParallel(model)
+
+    train_loader = _loader(train_split, layout, cfg, True, dist)
+    val_loader = _loader(val_split, layout, cfg, False, dist) if val_split is not None else None
+    steps = len(train_loader)
+    logs = _Logs(out, dist.is_main, resume)
+    end_epoch = cfg.train.epochs if max_epochs is None else min(cfg.train.epochs, max_epochs)
+    meta = {
+        "dataset": store.manifest.get("dataset", ""),
+        "protocol": store.manifest.get("protocol", ""),
+        "train_split": cfg.data.train_split,
+        "val_split": cfg.data.val_split,
+        "holdout_ids": [],
+    }
+    if len(held):
+        meta["holdout_ids"] = [store.split(cfg.data.train_split).ids[i] for i in held]
+
+    with _progress(progress and dist.is_main) as bar:
+        for epoch in range(start_epoch, end_epoch):
+            t0 = time.perf_counter()
+            train_loader.set_epoch(epoch)
+            net.train()
+            task = None
+            if bar is not None:
+                task = bar.add_task(f"epoch {epoch + 1}/{cfg.train.epochs}", total=steps, stats="")
+            loss_sum, correct, seen = 0.0, 0, 0
+            for it, (x, y) in enumerate(train_loader):
+                lr = lr_at(epoch * steps + it, steps, cfg)
+                for g in optimizer.param_groups:
+                    g["lr"] = lr
+                logits = net(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.train.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += float(loss) * len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                seen += len(y)
+                if task is not None:
+                    bar.update(
+                        task,
+                        advance=1,
+                        stats=f"loss {loss_sum / seen:.3f} acc {100 * correct / seen:.1f} "
+                        f"lr {lr:.4f}",
+                    )
+            row: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "lr": lr,
+                "train_loss": loss_sum / max(seen, 1),
+                "train_acc": 100.0 * correct / max(seen, 1),
+            }
+            is_last = epoch + 1 == cfg.train.epochs
+            if (
+                val_loader is not None
+                and dist.is_main
+                and ((epoch + 1) % cfg.train.eval_every == 0 or is_last)
+            ):
+                probs, labels = predict_split(model, val_loader)
+                m = classification_metrics(probs, labels, classes)
+                row.update(
+                    val_top1=m["top1"], val_top5=m["top5"], val_mean_class_acc=m["mean_class_acc"]
+                )
+                if bar is not None:
+                    bar.console.print(
+                        f"epoch {epoch + 1}: train loss {row['train_loss']:.3f} acc "
+                        f"{row['train_acc']:.1f} | val top1 {m['top1']:.2f} top5 {m['top5']:.2f}"
+                    )
+            row["epoch_seconds"] = time.perf_counter() - t0
+            history.append(row)
+            logs.write(row)
+            if dist.is_main:
+                ck = {
+                    "model": model.state_dict(),
+                    "config": cfg.to_dict(),
+                    "layout": layout.to_dict(),
+                    "classes": classes,
+                    "in_channels": in_channels,
+                    "epoch": epoch + 1,
+                    "metrics": {k: v for k, v in row.items() if k.startswith("val_")},
+                    "history": history,
+                    "optimizer": optimizer.state_dict(),
+                    "rng": torch.get_rng_state(),
+                    "meta": meta,
+                }
+                top1 = row.get("val_top1")
+                if top1 is not None and top1 > best:
+                    best = top1
+                    ck["best_top1"] = best
+                    save_checkpoint(ck, out / "best.pt")
+                ck["best_top1"] = best
+                save_checkpoint(ck, last_path)
+    return {"history": history, "best_top1": best, "out": str(out)}
+
+
+def load_for_eval(checkpoint: str | Path) -> tuple[dict[str, Any], nn.Module, Config]:
+    """Load a checkpoint and rebuild its model in eval mode."""
+    ck = load_checkpoint(checkpoint)
+    cfg = config_from_dict(ck["config"])
+    return ck, build_from_checkpoint(ck), cfg
+
+
+def checkpoint_probs(
+    checkpoint: str | Path,
+    data_dir: str | Path,
+    split: str | None = None,
+    clips: int | None = None,
+    indices: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any], list[str]]:
+    """Class probabilities of one checkpoint on a split (optionally a subset of its clips)."""
+    from protoskel.data.store import open_store
+
+    ck, model, cfg = load_for_eval(checkpoint)
+    store = open_store(data_dir)
+    lay = checkpoint_layout(ck)
+    if list(store.classes) != list(ck["classes"]):
+        raise CheckpointError(
+            f"{ck['path']}: trained on classes {ck['classes']} but {data_dir} has "
+            f"{store.classes}; evaluate on the dataset the model was trained for"
+        )
+    if store.layout.joints != lay.joints:
+        raise CheckpointError(
+            f"{ck['path']}: trained on layout {lay.name!r} but {data_dir} uses "
+            f"{store.layout.name!r}"
+        )
+    name = split or cfg.data.val_split
+    sp = store.split(name)
+    if indices is not None:
+        sp = subset_split(sp, indices)
+    if clips is not None:
+        cfg.data.test_clips = clips
+    loader = _loader(sp, lay, cfg, False, DistInfo())
+    probs, labels = predict_split(model, loader)
+    return probs, labels, ck, list(store.classes)
+
+
+def evaluate(
+    checkpoint: str | Path,
+    data_dir: str | Path,
+    *,
+    split: str | None = None,
+    clips: int | None = None,
+    confusion_png: str | Path | None = None,
+) -> dict[str, Any]:
+    """top1/top5/mean_class_acc/n and per-class accuracy of a checkpoint on a prepared split."""
+    probs, labels, ck, classes = checkpoint_probs(checkpoint, data_dir, split, clips)
+    m = classification_metrics(probs, labels, classes)
+    if confusion_png is not None:
+        title = f"{Path(ck['path']).name} on {Path(data_dir).name}: top1 {m['top1']:.2f}%"
+        save_confusion_png(np.asarray(m["confusion"]), classes, confusion_png, title)
+        m["confusion_png"] = str(confusion_png)
+    m["checkpoint"] = ck["path"]
+    m["split"] = split or ck["config"]["data"]["val_split"]
+    return m

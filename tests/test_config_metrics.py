@@ -1,0 +1,87 @@
+"""Recipes are validated strictly; metrics match hand-computed values."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from protoskel.errors import ConfigError
+from protoskel.training.config import load_config
+from protoskel.training.ensemble import fit_weights
+from protoskel.training.metrics import classification_metrics
+from protoskel.training.trainer import holdout_indices, lr_at
+
+
+def test_defaults_and_overrides(tmp_path) -> None:
+    p = tmp_path / "r.yaml"
+    p.write_text("model:\n  backbone: stgcn\ntrain:\n  epochs: 3\n")
+    cfg = load_config(p, ["train.lr=0.05", "data.stream=bone", "model.kwargs={width: 8}"])
+    assert cfg.model.backbone == "stgcn"
+    assert cfg.train.epochs == 3 and cfg.train.lr == 0.05
+    assert cfg.data.stream == "bone" and cfg.model.kwargs == {"width": 8}
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("train:\n  lrr: 0.1\n", "train.lrr: unknown key"),
+        ("train:\n  epochs: many\n", "train.epochs: expected an integer"),
+        ("data:\n  stream: skeleton\n", "data.stream: must be one of"),
+        ("train:\n  optimizer: rmsprop\n", "train.optimizer"),
+        ("model: 3\n", "model: expected a mapping"),
+        ("train: [1, 2\n", "line"),
+    ],
+)
+def test_bad_recipe_names_key(tmp_path, text: str, needle: str) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=r"bad\.yaml") as e:
+        load_config(p)
+    assert needle in str(e.value)
+
+
+def test_bad_override() -> None:
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["train.lr"])
+
+
+def test_metrics_by_hand() -> None:
+    scores = np.array([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.1, 0.2, 0.7]])
+    y = np.array([0, 1, 1, 0])
+    m = classification_metrics(scores, y, ["a", "b", "c"])
+    assert m["top1"] == 50.0
+    assert m["n"] == 4
+    assert m["per_class"] == {"a": 50.0, "b": 50.0, "c": None}
+    assert m["mean_class_acc"] == 50.0
+    assert m["confusion"] == [[1, 0, 1], [1, 1, 0], [0, 0, 0]]
+    assert m["top5"] == 100.0
+
+
+def test_lr_schedule_warmup_then_cosine() -> None:
+    cfg = load_config(None, ["train.epochs=10", "train.warmup_epochs=2", "train.lr=1.0"])
+    steps = 5
+    lrs = [lr_at(s, steps, cfg) for s in range(50)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[10] == pytest.approx(1.0)
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
+    assert lrs[-1] < 0.01
+
+
+def test_holdout_is_seeded_and_disjoint() -> None:
+    keep, held = holdout_indices(100, 0.1, seed=3)
+    _, held2 = holdout_indices(100, 0.1, seed=3)
+    assert len(held) == 10 and not set(keep) & set(held)
+    np.testing.assert_array_equal(held, held2)
+    assert len(holdout_indices(100, 0.0, 0)[1]) == 0
+
+
+def test_fit_weights_prefers_the_informative_member() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 200)
+    good = np.eye(3)[y] * 0.8 + 0.1
+    noise = rng.random((200, 3))
+    w = fit_weights([noise, good], y, step=0.25)
+    assert w[1] > w[0]
+    assert sum(w) == pytest.approx(1.0)
