@@ -1,0 +1,565 @@
+"""Seeded, batch-vectorised transforms on skeleton tensors ``(N, C, T, V, M)``.
+
+Everything layout-specific (centre joint, up and across axes, bones, left/right pairs) comes from
+a :class:`~protoskel.layouts.Layout`. A *mask* is a bool tensor ``(N, T, M)`` telling which
+(clip, frame, person) slots hold a real skeleton; absent persons and frames past a clip's end are
+all-zero slots, and every transform keeps them at zero.
+
+The pipeline the loader runs per batch::
+
+    positions (train_positions | eval_positions) -> gather_frames -> normalize -> augment
+    -> make_stream
+
+Random choices take a ``torch.Generator``; the same generator state gives the same output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from protoskel.errors import ConfigError
+from protoskel.layouts import Layout
+
+__all__ = [
+    "DEFAULT_AUGMENT",
+    "DEFAULT_NORMALIZE",
+    "STREAMS",
+    "AugmentConfig",
+    "align_view",
+    "augment",
+    "center",
+    "eval_positions",
+    "frame_mask",
+    "gather_frames",
+    "make_stream",
+    "normalize",
+    "normalize_scale",
+    "random_rotation",
+    "train_positions",
+    "view_rotation",
+]
+
+STREAMS = ("joint", "bone", "joint_motion", "bone_motion")
+
+#: The field's NW-UCLA recipe (CTR-GCN): random crop of 50-100% of the clip resized to the
+#: target length, random rotation of up to 0.3 rad about each axis, mild random scaling.
+DEFAULT_AUGMENT: dict[str, Any] = {
+    "crop": [0.5, 1.0],
+    "rotate": {"p": 1.0, "angle": [0.3, 0.3, 0.3]},
+    "scale": {"p": 1.0, "range": [0.9, 1.1]},
+}
+
+#: Centre on the layout's centre joint at the first valid frame (CTR-GCN's UCLA feeder).
+DEFAULT_NORMALIZE: dict[str, Any] = {"center": "first", "scale": False, "align": None}
+
+_EPS = 1e-6
+
+
+# ------------------------------------------------------------------------------------ masks
+def frame_mask(x: Tensor) -> Tensor:
+    """Bool ``(N, T, M)``: True where a (clip, frame, person) slot is not all zeros."""
+    return (x != 0).any(dim=3).any(dim=1)
+
+
+def _expand_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """``(N, T, M)`` mask -> ``(N, 1, T, 1, M)`` multiplier."""
+    return mask[:, None, :, None, :].to(dtype)
+
+
+def _weighted(x: Tensor, w: np.ndarray) -> Tensor:
+    """Weighted sum over joints: ``(N, C, T, V, M)`` x ``(V,)`` -> ``(N, C, T, M)``."""
+    return torch.einsum("nctvm,v->nctm", x, torch.as_tensor(w, dtype=x.dtype, device=x.device))
+
+
+def _axis(x: Tensor, pair: tuple[np.ndarray, np.ndarray]) -> Tensor:
+    """Vector from ``pair[0]`` to ``pair[1]`` per frame and person: ``(N, C, T, M)``."""
+    return _weighted(x, pair[1] - pair[0])
+
+
+def _reference_slot(mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per clip: reference person (first present), its first valid frame, and whether any exists.
+
+    Person 0 is the reference in the usual case; a clip where person 0 is absent falls back to
+    the first present person, so a detection gap in slot 0 does not disable normalisation.
+    """
+    present = mask.any(dim=1)  # (N, M)
+    person = present.to(torch.uint8).argmax(dim=1)  # first True (0 when none)
+    n = torch.arange(mask.shape[0], device=mask.device)
+    pmask = mask[n, :, person]  # (N, T)
+    frame = pmask.to(torch.uint8).argmax(dim=1)
+    return person, frame, present.any(dim=1)
+
+
+# ------------------------------------------------------------------------------- normalise
+def center(
+    x: Tensor, layout: Layout, mask: Tensor | None = None, *, per_frame: bool = False
+) -> Tensor:
+    """Translate so the layout's centre joint is at the origin; empty slots stay zero.
+
+    The centre is taken from the reference person (person 0 unless absent) at its first valid
+    frame, and subtracted from every person and frame, which keeps motion and the relative
+    placement of persons. ``per_frame=True`` subtracts the reference person's centre of each
+    frame instead (frames where it is absent use the first-frame centre).
+    """
+    mask = frame_mask(x) if mask is None else mask
+    n = torch.arange(x.shape[0], device=x.device)
+    c = _weighted(x, layout.center)  # (N, C, T, M)
+    person, frame, has = _reference_slot(mask)
+    ref = c[n, :, frame, person] * has[:, None].to(x.dtype)  # (N, C)
+    if per_frame:
+        pc = c[n, :, :, person]  # (N, C, T)
+        pvalid = mask[n, :, person][:, None, :]
+        shift = torch.where(pvalid, pc, ref[:, :, None])[:, :, :, None, None]
+    else:
+        shift = ref[:, :, None, None, None]
+    return (x - shift) * _expand_mask(mask, x.dtype)
+
+
+_center = center  # normalize() takes a parameter named ``center``
+
+
+def normalize_scale(x: Tensor, layout: Layout, mask: Tensor | None = None) -> Tensor:
+    """Divide each clip by its mean up-axis length (e.g. hip->shoulder) over valid frames.
+
+    Clips whose up axis has zero length everywhere (missing joints) are left unscaled.
+    """
+    mask = frame_mask(x) if mask is None else mask
+    length = _axis(x, layout.up).norm(dim=1)  # (N, T, M)
+    m = mask.to(x.dtype)
+    mean = (length * m).sum(dim=(1, 2)) / m.sum(dim=(1, 2)).clamp_min(1.0)
+    scale = torch.where(mean > _EPS, mean, torch.ones_like(mean))
+    return x / scale[:, None, None, None, None]
+
+
+def view_rotation(
+    x: Tensor, layout: Layout, mask: Tensor | None = None, *, mode: str = "first"
+) -> Tensor:
+    """Rotations ``(N, C, C)`` taking the layout's up axis to +y and across axis to +x.
+
+    The axes are measured on the reference person at its first valid frame (``mode="first"``) or
+    averaged over its valid frames (``mode="mean"``). 3D: across is orthogonalised against up and
+    z completes a right-handed frame. 2D: a rotation can only fix one axis, so up goes to +y and
+    across lands on +x or -x depending on the skeleton's handedness (which way it faces).
+    Degenerate axes (zero length, or across parallel to up) give the identity.
+    """
+    if mode not in ("first", "mean"):
+        raise ConfigError(f"view alignment mode must be 'first' or 'mean', got {mode!r}")
+    mask = frame_mask(x) if mask is None else mask
+    num, dims = x.shape[0], x.shape[1]
+    if dims not in (2, 3):
+        raise ConfigError(f"view alignment needs 2 or 3 coordinates, got C={dims}")
+    n = torch.arange(num, device=x.device)
+    person, frame, _ = _reference_slot(mask)
+    up, across = _axis(x, layout.up), _axis(x, layout.across)  # (N, C, T, M)
+    if mode == "first":
+        u, a = up[n, :, frame, person], across[n, :, frame, person]
+    else:
+        pm = mask[n, :, person].to(x.dtype)[:, None, :]  # (N, 1, T)
+        u = (up[n, :, :, person] * pm).sum(-1)
+        a = (across[n, :, :, person] * pm).sum(-1)
+    eye = torch.eye(dims, dtype=x.dtype, device=x.device).expand(num, dims, dims)
+    un = u.norm(dim=1, keepdim=True)
+    ey = u / un.clamp_min(_EPS)
+    if dims == 2:
+        ex = torch.stack([ey[:, 1], -ey[:, 0]], dim=1)
+        rot = torch.stack([ex, ey], dim=1)
+        ok = un[:, 0] > _EPS
+    else:
+        a = a - (a * ey).sum(dim=1, keepdim=True) * ey
+        an = a.norm(dim=1, keepdim=True)
+        ex = a / an.clamp_min(_EPS)
+        ez = torch.linalg.cross(ex, ey, dim=1)
+        rot = torch.stack([ex, ey, ez], dim=1)
+        ok = (un[:, 0] > _EPS) & (an[:, 0] > _EPS * torch.clamp(un[:, 0], min=1.0))
+    return torch.where(ok[:, None, None], rot, eye)
+
+
+def _apply_linear(x: Tensor, mat: Tensor) -> Tensor:
+    """Apply per-clip matrices ``(N, C, C)`` to the coordinates of ``(N, C, T, V, M)``."""
+    return torch.einsum("nij,njtvm->nitvm", mat, x)
+
+
+def align_view(
+    x: Tensor, layout: Layout, mask: Tensor | None = None, *, mode: str = "first"
+) -> Tensor:
+    """Rotate each clip so up -> +y and across -> +x (see :func:`view_rotation`)."""
+    return _apply_linear(x, view_rotation(x, layout, mask, mode=mode))
+
+
+def normalize(
+    x: Tensor,
+    layout: Layout,
+    mask: Tensor | None = None,
+    *,
+    center: str | None = "first",
+    scale: bool = False,
+    align: str | None = None,
+) -> Tensor:
+    """Centre (``"first"``/``"frame"``/None), optionally scale, align (``"first"``/``"mean"``)."""
+    mask = frame_mask(x) if mask is None else mask
+    if center not in ("first", "frame", None):
+        raise ConfigError(f"normalize.center must be 'first', 'frame' or null, got {center!r}")
+    if center is not None:
+        x = _center(x, layout, mask, per_frame=center == "frame")
+    if scale:
+        x = normalize_scale(x, layout, mask)
+    if align is not None:
+        x = align_view(x, layout, mask, mode=align)
+    return x
+
+
+# --------------------------------------------------------------------------- frame sampling
+def train_positions(
+    lengths: Tensor,
+    num_frames: int,
+    generator: torch.Generator,
+    p_interval: Sequence[float] = (0.5, 1.0),
+    num_clips: int = 1,
+) -> Tensor:
+    """Random-crop-and-resize frame positions ``(N*K, T)`` float, relative to each clip's start.
+
+    Per clip (and per each of its ``K`` copies) a ratio ``p ~ U(p_interval)`` of the clip is kept
+    (at least one frame), at a random offset, and resampled to ``num_frames`` positions with the
+    pixel-centre convention of linear resizing, so positions are within ``[0, length - 1]``.
+    Rows are grouped per clip: clip i owns rows ``i*K:(i+1)*K``.
+    """
+    lo, hi = _interval(p_interval)
+    lens = lengths.to(torch.float64).repeat_interleave(num_clips)
+    p = lo + (hi - lo) * torch.rand(lens.shape, generator=generator, dtype=torch.float64)
+    crop = torch.clamp(torch.floor(lens * p), min=1.0)
+    crop = torch.minimum(crop, lens)
+    start = torch.floor(
+        torch.rand(lens.shape, generator=generator, dtype=torch.float64) * (lens - crop + 1)
+    )
+    i = torch.arange(num_frames, dtype=torch.float64)
+    rel = (i[None, :] + 0.5) * (crop[:, None] / num_frames) - 0.5
+    rel = torch.minimum(rel.clamp_min(0.0), crop[:, None] - 1)
+    return (start[:, None] + rel).to(torch.float32)
+
+
+def eval_positions(lengths: Tensor, num_frames: int, num_clips: int = 1) -> Tensor:
+    """Deterministic uniform frame positions ``(N*K, T)`` covering each whole clip.
+
+    The clip is cut into ``num_frames`` equal segments; copy k of ``K`` samples each segment at
+    fraction ``(k + 0.5) / K``, so ``K = 1`` takes segment centres and K > 1 gives K evenly
+    shifted views. Rows are grouped per clip (clip i owns rows ``i*K:(i+1)*K``).
+    """
+    lens = lengths.to(torch.float64).repeat_interleave(num_clips)
+    k = torch.arange(num_clips, dtype=torch.float64).repeat(lengths.shape[0])
+    frac = (k + 0.5) / num_clips
+    i = torch.arange(num_frames, dtype=torch.float64)
+    pos = (i[None, :] + frac[:, None]) * (lens[:, None] / num_frames) - 0.5
+    pos = torch.minimum(pos.clamp_min(0.0), lens[:, None] - 1)
+    return pos.to(torch.float32)
+
+
+def _interval(p: Sequence[float] | float) -> tuple[float, float]:
+    vals = [float(p)] if isinstance(p, int | float) else [float(v) for v in p]
+    if len(vals) == 1:
+        vals = vals * 2
+    if len(vals) != 2 or not (0.0 < vals[0] <= vals[1] <= 1.0):
+        raise ConfigError(f"crop p_interval must be [lo, hi] with 0 < lo <= hi <= 1, got {p!r}")
+    return vals[0], vals[1]
+
+
+def _take_rows(packed: np.ndarray | Tensor, rows: Tensor) -> Tensor:
+    """Rows of a packed ``(F, M, V, C)`` array in one gather (memmap or in-memory tensor)."""
+    if isinstance(packed, Tensor):
+        return packed.index_select(0, rows)
+    return torch.from_numpy(np.take(packed, rows.numpy(), axis=0))
+
+
+def gather_frames(
+    packed: np.ndarray | Tensor,
+    starts: Tensor,
+    lengths: Tensor,
+    positions: Tensor,
+    *,
+    interpolate: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Read frames at fractional ``positions`` from a packed store; return ``(x, mask)``.
+
+    ``packed`` is the store's ``(F_total, M, V, C)`` array (np.memmap/ndarray or a tensor),
+    ``starts``/``lengths`` ``(B,)`` the first row and frame count of each sampled row's clip,
+    ``positions`` ``(B, T)`` clip-relative frame positions. With ``interpolate`` a position
+    between two frames is linearly interpolated when the person is present in both, else the
+    frame where it is present is used (blending with an empty slot would shrink the skeleton
+    towards the origin). Returns x
+    float32 ``(B, C, T, V, M)`` and the mask ``(B, T, M)``.
+    """
+    b, t = positions.shape
+    starts = starts.to(torch.int64)[:, None]
+    last = lengths.to(torch.int64)[:, None] - 1
+    if not interpolate:
+        idx = torch.minimum(torch.round(positions).to(torch.int64), last)
+        frames = _take_rows(packed, (starts + idx).reshape(-1)).reshape(b, t, *packed.shape[1:])
+        x = frames.permute(0, 4, 1, 3, 2).contiguous().to(torch.float32)
+        return x, frame_mask(x)
+    i0 = torch.minimum(torch.floor(positions).to(torch.int64), last)
+    i1 = torch.minimum(i0 + 1, last)
+    w = (positions - i0.to(positions.dtype)).clamp(0.0, 1.0)
+    rows = torch.cat([(starts + i0).reshape(-1), (starts + i1).reshape(-1)])
+    both = _take_rows(packed, rows).to(torch.float32).reshape(2, b, t, *packed.shape[1:])
+    f0, f1 = both[0], both[1]  # (B, T, M, V, C)
+    v0 = (f0 != 0).any(-1).any(-1)  # (B, T, M)
+    v1 = (f1 != 0).any(-1).any(-1)
+    wb = w[:, :, None].expand(v0.shape)
+    wm = torch.where(v0 & v1, wb, torch.where(v1, torch.ones_like(wb), torch.zeros_like(wb)))
+    frames = f0 + (f1 - f0) * wm[..., None, None]
+    x = frames.permute(0, 4, 1, 3, 2).contiguous()
+    return x, v0 | v1
+
+
+# ------------------------------------------------------------------------------ augmentation
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Parsed augmentation settings; build with :meth:`from_dict` from a config mapping.
+
+    Keys of the mapping (each optional; absent means off):
+      ``crop``: ``[lo, hi]`` ratio of the clip kept by the training random crop (default
+      ``[1, 1]``: whole clip); ``rotate``: ``{"p", "angle": [ax, ay, az]}`` max radians about
+      x, y, z (2D uses az); ``scale``: ``{"p", "range": [lo, hi], "per_axis": bool}``;
+      ``shear``: ``{"p", "amount"}``; ``jitter``: ``{"p", "std"}`` Gaussian joint noise;
+      ``frame_drop``: ``{"p", "rate"}`` drop frames, filled by the previous kept frame;
+      ``flip``: ``{"p"}`` left-right mirror. A bare number or list is shorthand for the main
+      parameter with ``p = 1`` (for ``flip``: the probability).
+    """
+
+    crop: tuple[float, float] = (1.0, 1.0)
+    rotate_p: float = 0.0
+    rotate_angle: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    scale_p: float = 0.0
+    scale_range: tuple[float, float] = (1.0, 1.0)
+    scale_per_axis: bool = False
+    shear_p: float = 0.0
+    shear_amount: float = 0.0
+    jitter_p: float = 0.0
+    jitter_std: float = 0.0
+    drop_p: float = 0.0
+    drop_rate: float = 0.0
+    flip_p: float = 0.0
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any] | None) -> AugmentConfig:
+        """Validate and parse an augmentation mapping (see the class docstring for keys)."""
+        if config is None:
+            return cls()
+        if isinstance(config, AugmentConfig):
+            return config
+        if not isinstance(config, Mapping):
+            raise ConfigError(f"augment must be a mapping, got {type(config).__name__}")
+        known = ("crop", "rotate", "scale", "shear", "jitter", "frame_drop", "flip")
+        for key in config:
+            if key not in known:
+                raise ConfigError(f"augment.{key}: unknown augmentation; known: {', '.join(known)}")
+        kw: dict[str, Any] = {}
+        if config.get("crop") is not None:
+            kw["crop"] = _interval(config["crop"])
+        if (r := _op(config, "rotate", "angle")) is not None:
+            ang = r["angle"]
+            ang = [ang] * 3 if isinstance(ang, int | float) else list(ang)
+            if len(ang) != 3 or any(float(a) < 0 for a in ang):
+                raise ConfigError(f"augment.rotate.angle: need 3 non-negative radians, got {ang}")
+            kw.update(rotate_p=r["p"], rotate_angle=tuple(float(a) for a in ang))
+        if (s := _op(config, "scale", "range", extra=("per_axis",))) is not None:
+            rng = s["range"]
+            rng = [1 - float(rng), 1 + float(rng)] if isinstance(rng, int | float) else rng
+            if len(rng) != 2 or not (0 < float(rng[0]) <= float(rng[1])):
+                raise ConfigError(
+                    f"augment.scale.range: need [lo, hi] with 0 < lo <= hi, got {rng}"
+                )
+            kw.update(
+                scale_p=s["p"],
+                scale_range=(float(rng[0]), float(rng[1])),
+                scale_per_axis=bool(s.get("per_axis", False)),
+            )
+        if (h := _op(config, "shear", "amount")) is not None:
+            kw.update(shear_p=h["p"], shear_amount=_nonneg(h["amount"], "shear.amount"))
+        if (j := _op(config, "jitter", "std")) is not None:
+            kw.update(jitter_p=j["p"], jitter_std=_nonneg(j["std"], "jitter.std"))
+        if (d := _op(config, "frame_drop", "rate")) is not None:
+            rate = _nonneg(d["rate"], "frame_drop.rate")
+            if rate >= 1:
+                raise ConfigError(f"augment.frame_drop.rate: must be < 1, got {rate}")
+            kw.update(drop_p=d["p"], drop_rate=rate)
+        flip = config.get("flip")
+        if flip is not None:
+            p = flip.get("p", 0.5) if isinstance(flip, Mapping) else flip
+            if isinstance(flip, Mapping) and set(flip) - {"p"}:
+                raise ConfigError(f"augment.flip: only 'p' is allowed, got {sorted(flip)}")
+            kw["flip_p"] = _prob(p, "flip.p")
+        return cls(**kw)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (for logs and checkpoints)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _op(
+    config: Mapping[str, Any], key: str, main: str, extra: tuple[str, ...] = ()
+) -> dict[str, Any] | None:
+    """Normalise one augmentation entry to ``{"p": float, main: value, ...}``."""
+    val = config.get(key)
+    if val is None or val is False:
+        return None
+    if not isinstance(val, Mapping):
+        return {"p": 1.0, main: val}
+    unknown = set(val) - {"p", main, *extra}
+    if unknown:
+        allowed = ", ".join(["p", main, *extra])
+        raise ConfigError(f"augment.{key}: unknown key {sorted(unknown)[0]!r}; allowed: {allowed}")
+    if main not in val:
+        raise ConfigError(f"augment.{key}: missing {main!r}")
+    out = dict(val)
+    out["p"] = _prob(val.get("p", 1.0), f"{key}.p")
+    return out
+
+
+def _prob(p: Any, where: str) -> float:
+    try:
+        f = float(p)
+    except (TypeError, ValueError):
+        raise ConfigError(f"augment.{where}: expected a probability, got {p!r}") from None
+    if not 0.0 <= f <= 1.0:
+        raise ConfigError(f"augment.{where}: probability must be in [0, 1], got {f}")
+    return f
+
+
+def _nonneg(v: Any, where: str) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise ConfigError(f"augment.{where}: expected a number, got {v!r}") from None
+    if f < 0:
+        raise ConfigError(f"augment.{where}: must be >= 0, got {f}")
+    return f
+
+
+def random_rotation(
+    n: int, dims: int, max_angle: Sequence[float], generator: torch.Generator
+) -> Tensor:
+    """Random rotations ``(n, dims, dims)``; angle about axis k ~ U(-max_angle[k], max_angle[k]).
+
+    3D composes ``Rz @ Ry @ Rx``; 2D rotates in the plane by the z angle.
+    """
+    amax = torch.as_tensor([float(a) for a in max_angle], dtype=torch.float32)
+    ang = (torch.rand(n, 3, generator=generator) * 2 - 1) * amax
+    c, s = torch.cos(ang), torch.sin(ang)
+    one, zero = torch.ones(n), torch.zeros(n)
+    if dims == 2:
+        return torch.stack([c[:, 2], -s[:, 2], s[:, 2], c[:, 2]], dim=1).reshape(n, 2, 2)
+    if dims != 3:
+        raise ConfigError(f"rotation augmentation needs 2 or 3 coordinates, got C={dims}")
+    rx = torch.stack([one, zero, zero, zero, c[:, 0], -s[:, 0], zero, s[:, 0], c[:, 0]], 1)
+    ry = torch.stack([c[:, 1], zero, s[:, 1], zero, one, zero, -s[:, 1], zero, c[:, 1]], 1)
+    rz = torch.stack([c[:, 2], -s[:, 2], zero, s[:, 2], c[:, 2], zero, zero, zero, one], 1)
+    return rz.reshape(n, 3, 3) @ ry.reshape(n, 3, 3) @ rx.reshape(n, 3, 3)
+
+
+def augment(
+    x: Tensor,
+    layout: Layout,
+    config: AugmentConfig | Mapping[str, Any] | None,
+    generator: torch.Generator,
+    mask: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Random rotation/scale/shear (one matrix per clip), flip, jitter and frame drop.
+
+    Each operation is applied to a clip with its probability ``p``. Empty slots stay zero.
+    Returns ``(x, mask)``; the mask changes only through frame drop. The generator is consumed
+    in a fixed order, so the same config and generator state give the same result.
+    """
+    cfg = AugmentConfig.from_dict(config)
+    mask = frame_mask(x) if mask is None else mask
+    n, dims, t = x.shape[0], x.shape[1], x.shape[2]
+
+    def chosen(p: float) -> Tensor:
+        return torch.rand(n, generator=generator) < p
+
+    mat = torch.eye(dims).expand(n, dims, dims)
+    linear = False
+    if cfg.rotate_p > 0:
+        rot = random_rotation(n, dims, cfg.rotate_angle, generator)
+        mat = torch.where(chosen(cfg.rotate_p)[:, None, None], rot, mat)
+        linear = True
+    if cfg.scale_p > 0:
+        lo, hi = cfg.scale_range
+        k = dims if cfg.scale_per_axis else 1
+        s = (lo + (hi - lo) * torch.rand(n, k, generator=generator)).expand(n, dims)
+        s = torch.where(chosen(cfg.scale_p)[:, None], s, torch.ones_like(s))
+        mat = s[:, :, None] * mat
+        linear = True
+    if cfg.shear_p > 0:
+        off = (torch.rand(n, dims, dims, generator=generator) * 2 - 1) * cfg.shear_amount
+        sh = torch.eye(dims) + off * (1 - torch.eye(dims))
+        sh = torch.where(chosen(cfg.shear_p)[:, None, None], sh, torch.eye(dims))
+        mat = sh @ mat
+        linear = True
+    if linear:
+        x = _apply_linear(x, mat.to(x.dtype))
+    if cfg.flip_p > 0:
+        perm = torch.as_tensor(layout.flip_permutation(), dtype=torch.int64)
+        sign = torch.ones(dims, dtype=x.dtype)
+        sign[0] = -1.0  # mirror across the y-z plane (x is "across" after alignment)
+        flipped = x[:, :, :, perm, :] * sign[None, :, None, None, None]
+        x = torch.where(chosen(cfg.flip_p)[:, None, None, None, None], flipped, x)
+    if cfg.jitter_p > 0:
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype) * cfg.jitter_std
+        sel = chosen(cfg.jitter_p).to(x.dtype)[:, None, None, None, None]
+        x = x + noise * sel * _expand_mask(mask, x.dtype)
+    if cfg.drop_p > 0 and t > 1:
+        keep = torch.rand(n, t, generator=generator) >= cfg.drop_rate
+        keep = keep | ~chosen(cfg.drop_p)[:, None]
+        keep[:, 0] = True  # a dropped frame copies the previous kept one, so frame 0 stays
+        ar = torch.arange(t).expand(n, t)
+        src = torch.cummax(torch.where(keep, ar, torch.zeros_like(ar)), dim=1).values
+        x = torch.gather(x, 2, src[:, None, :, None, None].expand_as(x))
+        mask = torch.gather(mask, 1, src[:, :, None].expand_as(mask))
+    return x, mask
+
+
+# ---------------------------------------------------------------------------------- streams
+def _bones(x: Tensor, layout: Layout) -> Tensor:
+    # The root's "parent" is itself, so its bone is exactly zero.
+    parent = torch.as_tensor(
+        [p if p >= 0 else v for v, p in enumerate(layout.parents)], dtype=torch.int64
+    )
+    return x - x[:, :, :, parent, :]
+
+
+def _motion(x: Tensor, mask: Tensor) -> Tensor:
+    # Motion only between two valid frames: no jump into padding or where a person vanishes.
+    d = x[:, :, 1:] - x[:, :, :-1]
+    both = mask[:, 1:] & mask[:, :-1]
+    d = d * _expand_mask(both, x.dtype)
+    return torch.cat([d, torch.zeros_like(x[:, :, :1])], dim=2)
+
+
+def make_stream(x: Tensor, stream: str, layout: Layout, mask: Tensor | None = None) -> Tensor:
+    """Derive an input stream from joints ``(N, C, T, V, M)``: joint, bone, or their motion.
+
+    ``bone`` is ``x[v] - x[parent(v)]`` (root 0); ``*_motion`` is ``x[t+1] - x[t]`` where both
+    frames are valid for that person, else 0 (the last frame is 0). ``mask`` (N, T, M) defaults
+    to the non-zero slots of ``x``.
+    """
+    if stream not in STREAMS:
+        raise ConfigError(f"unknown stream {stream!r}; streams: {', '.join(STREAMS)}")
+    if x.shape[3] != layout.num_joints:
+        raise ConfigError(
+            f"stream {stream!r}: tensor has {x.shape[3]} joints but layout {layout.name!r} "
+            f"has {layout.num_joints}"
+        )
+    if stream == "joint":
+        return x
+    mask = frame_mask(x) if mask is None else mask
+    if stream == "bone":
+        return _bones(x, layout)
+    if stream == "joint_motion":
+        return _motion(x, mask)
+    return _motion(_bones(x, layout), mask)

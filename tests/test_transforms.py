@@ -1,0 +1,286 @@
+"""Transforms on tiny tensors: normalisation, alignment, sampling, augmentation, streams."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from protoskel.data.transforms import (
+    DEFAULT_AUGMENT,
+    AugmentConfig,
+    align_view,
+    augment,
+    center,
+    eval_positions,
+    frame_mask,
+    gather_frames,
+    make_stream,
+    normalize,
+    normalize_scale,
+    random_rotation,
+    train_positions,
+)
+from protoskel.errors import ConfigError
+from protoskel.layouts import get_layout
+
+K3 = get_layout("kinect-v1-20")
+P2 = get_layout("penn-13")
+
+
+def _clips(n: int, c: int, t: int, v: int, m: int, seed: int = 0) -> torch.Tensor:
+    """Random non-degenerate clips (N, C, T, V, M) offset away from the origin."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(n, c, 1, v, m, generator=g) + 3.0
+    return (base + 0.1 * torch.randn(n, c, t, v, m, generator=g)).float()
+
+
+def _combo(x: torch.Tensor, w: np.ndarray) -> torch.Tensor:
+    return torch.einsum("nctvm,v->nctm", x, torch.as_tensor(w))
+
+
+def _bone_lengths(x: torch.Tensor, layout) -> torch.Tensor:
+    return torch.stack([(x[:, :, :, c] - x[:, :, :, p]).norm(dim=1) for c, p in layout.bones])
+
+
+# ------------------------------------------------------------------------------- normalise
+def test_center_first_valid_frame_and_empty_slots() -> None:
+    x = _clips(3, 3, 6, 20, 2)
+    x[0, :, 4:] = 0  # clip 0 has 4 frames, then padding
+    x[1, :, :, :, 1] = 0  # clip 1 has one person
+    x[2, :, :2, :, 0] = 0  # clip 2: person 0 absent in the first two frames
+    mask = frame_mask(x)
+    y = center(x, K3, mask)
+    c = _combo(y, K3.center)  # (N, C, T, M)
+    assert torch.allclose(c[0, :, 0, 0], torch.zeros(3), atol=1e-5)
+    assert torch.allclose(c[1, :, 0, 0], torch.zeros(3), atol=1e-5)
+    assert torch.allclose(c[2, :, 2, 0], torch.zeros(3), atol=1e-5)  # first valid frame is 2
+    assert not torch.allclose(c[2, :, 2, 1], torch.zeros(3), atol=1e-3)  # person 1 kept relative
+    assert (y[0, :, 4:] == 0).all() and (y[1, ..., 1] == 0).all() and (y[2, :, :2, :, 0] == 0).all()
+    # One translation per clip: frame-to-frame motion is unchanged.
+    assert torch.allclose(y[0, :, 1:4] - y[0, :, :3], x[0, :, 1:4] - x[0, :, :3], atol=1e-5)
+
+
+def test_center_per_frame() -> None:
+    x = _clips(2, 3, 5, 20, 1)
+    y = center(x, K3, per_frame=True)
+    assert torch.allclose(_combo(y, K3.center), torch.zeros(2, 3, 5, 1), atol=1e-5)
+
+
+def test_normalize_scale_unit_up_axis_and_zero_safe() -> None:
+    x = _clips(2, 3, 4, 20, 1) * 7.0
+    x[1] = 0
+    y = normalize_scale(x, K3)
+    up = _combo(y, K3.up[1] - K3.up[0]).norm(dim=1)
+    assert torch.isclose(up[0].mean(), torch.tensor(1.0), atol=1e-5)
+    assert torch.isfinite(y).all() and (y[1] == 0).all()
+
+
+def test_align_view_3d_maps_up_to_y_and_across_to_x() -> None:
+    x = center(_clips(4, 3, 5, 20, 1, seed=3), K3)
+    x = torch.einsum("nij,njtvm->nitvm", random_rotation(4, 3, (3.0, 3.0, 3.0), _g(9)), x)
+    for mode in ("first", "mean"):
+        y = align_view(x, K3, mode=mode)
+        t = 0 if mode == "first" else slice(None)
+        up = _combo(y, K3.up[1] - K3.up[0])[:, :, t]
+        ac = _combo(y, K3.across[1] - K3.across[0])[:, :, t]
+        if mode == "mean":
+            up, ac = up.mean(2), ac.mean(2)
+        up, ac = up.reshape(4, 3), ac.reshape(4, 3)
+        assert torch.allclose(
+            up / up.norm(dim=1, keepdim=True), torch.tensor([0.0, 1, 0]).expand(4, 3), atol=1e-4
+        )
+        assert (ac[:, 0] > 0).all() and torch.allclose(ac[:, 2], torch.zeros(4), atol=1e-4)
+        # A rotation: bone lengths unchanged.
+        assert torch.allclose(_bone_lengths(y, K3), _bone_lengths(x, K3), atol=1e-4)
+
+
+def test_align_view_2d() -> None:
+    x = _clips(3, 2, 4, 13, 1, seed=5)
+    up = _combo(x, P2.up[1] - P2.up[0])[:, :, 0, 0]
+    ac = _combo(x, P2.across[1] - P2.across[0])[:, :, 0, 0]
+    # Make every clip "right-handed" (across x up > 0) so a rotation can reach both targets.
+    handed = ac[:, 0] * up[:, 1] - ac[:, 1] * up[:, 0]
+    x[handed < 0, 0] *= -1
+    y = align_view(x, P2)
+    up2 = _combo(y, P2.up[1] - P2.up[0])[:, :, 0, 0]
+    ac2 = _combo(y, P2.across[1] - P2.across[0])[:, :, 0, 0]
+    assert torch.allclose(up2[:, 0], torch.zeros(3), atol=1e-4) and (up2[:, 1] > 0).all()
+    assert (ac2[:, 0] > 0).all()
+    mirrored = x.clone()
+    mirrored[:, 0] *= -1
+    ac3 = _combo(align_view(mirrored, P2), P2.across[1] - P2.across[0])[:, :, 0, 0]
+    assert (ac3[:, 0] < 0).all()  # documented: 2D rotation cannot fix a mirrored skeleton
+
+
+def test_normalize_combines_and_validates() -> None:
+    x = _clips(2, 3, 4, 20, 1)
+    y = normalize(x, K3, center="first", scale=True, align="first")
+    assert torch.allclose(_combo(y, K3.center)[:, :, 0, 0], torch.zeros(2, 3), atol=1e-5)
+    with pytest.raises(ConfigError):
+        normalize(x, K3, center="middle")
+
+
+# ------------------------------------------------------------------------------ sampling
+def _g(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_train_positions_stay_in_clip_and_follow_crop() -> None:
+    lengths = torch.tensor([1, 3, 40, 201])
+    pos = train_positions(lengths, 52, _g(0), (0.5, 1.0), num_clips=2)
+    assert pos.shape == (8, 52)
+    lens = lengths.repeat_interleave(2)[:, None].float()
+    assert (pos >= 0).all() and (pos <= lens - 1).all()
+    assert (pos[:, 1:] >= pos[:, :-1]).all()  # resampling keeps time order
+    span = pos[:, -1] - pos[:, 0]
+    assert (span[-2:] >= 0.5 * 201 - 2).all()  # a 50% crop at least
+    full = train_positions(lengths, 52, _g(0), (1.0, 1.0))
+    assert torch.allclose(full, eval_positions(lengths, 52))  # p=1 crop == uniform sampling
+
+
+def test_eval_positions_centred_and_multi_clip_grouping() -> None:
+    lengths = torch.tensor([10, 100])
+    one = eval_positions(lengths, 5)
+    assert torch.allclose(one[1], torch.tensor([9.5, 29.5, 49.5, 69.5, 89.5]))
+    many = eval_positions(lengths, 5, num_clips=3)
+    assert many.shape == (6, 5)
+    assert (many[:3] <= 9).all() and (many[3:] >= 0).all() and (many[3:] <= 99).all()
+    assert (many[4] == one[1]).all()  # middle of 3 copies = centre sampling
+    assert (many[3] < many[4]).all() and (many[4] < many[5]).all()  # shifted views of clip 1
+
+
+def test_gather_frames_reads_each_clip_and_interpolates() -> None:
+    # Packed (F, M, V, C): coordinate 0 encodes the global row, person 1 missing in row 3.
+    f = 10
+    packed = np.ones((f, 2, 20, 3), np.float32)
+    packed[..., 0] = np.arange(f, dtype=np.float32)[:, None, None] + 1
+    packed[3, 1] = 0
+    starts, lengths = torch.tensor([0, 4]), torch.tensor([4, 6])
+    pos = torch.tensor([[0.0, 1.0, 2.5, 3.0], [0.0, 0.25, 4.0, 5.0]])
+    for src in (packed, torch.from_numpy(packed)):
+        x, mask = gather_frames(src, starts, lengths, pos)
+        assert x.shape == (2, 3, 4, 20, 2)
+        assert torch.allclose(x[0, 0, :, 0, 0], torch.tensor([1.0, 2.0, 3.5, 4.0]))
+        assert torch.allclose(x[1, 0, :, 0, 0], torch.tensor([5.0, 5.25, 9.0, 10.0]))
+        # Person 1 is absent in row 3: no blend with the empty slot, the present frame instead.
+        assert x[0, 0, 2, 0, 1] == 3.0 and (x[0, :, 3, :, 1] == 0).all()
+        assert mask[0, :, 1].tolist() == [True, True, True, False]
+        assert torch.allclose(x[0, 0, 2, 0, 0], torch.tensor(3.5))
+    xn, _ = gather_frames(packed, starts, lengths, pos, interpolate=False)
+    assert xn[1, 0, 1, 0, 0] == 5.0
+
+
+# ---------------------------------------------------------------------------- augmentation
+FULL = {
+    "rotate": {"p": 1.0, "angle": [0.3, 0.3, 0.3]},
+    "scale": {"p": 0.5, "range": [0.8, 1.2]},
+    "shear": {"p": 0.5, "amount": 0.1},
+    "jitter": {"p": 1.0, "std": 0.01},
+    "frame_drop": {"p": 1.0, "rate": 0.2},
+    "flip": 0.5,
+}
+
+
+def test_rotation_augmentation_preserves_bone_lengths() -> None:
+    x = center(_clips(4, 3, 5, 20, 2), K3)
+    x[0, ..., 1] = 0
+    y, _ = augment(x, K3, {"rotate": {"angle": [0.5, 0.5, 0.5]}}, _g(1))
+    assert not torch.allclose(x, y)
+    assert torch.allclose(_bone_lengths(y, K3), _bone_lengths(x, K3), atol=1e-5)
+    assert (y[0, ..., 1] == 0).all()
+    y2, _ = augment(x[:, :2], K3, {"rotate": 0.5}, _g(1))  # 2D, shorthand form
+    assert y2.shape == (4, 2, 5, 20, 2) and not torch.allclose(y2, x[:, :2])
+    assert torch.allclose(_bone_lengths(y2, K3), _bone_lengths(x[:, :2], K3), atol=1e-5)
+
+
+def test_augment_seeded() -> None:
+    x = _clips(3, 3, 8, 20, 1)
+    a, ma = augment(x, K3, FULL, _g(7))
+    b, mb = augment(x, K3, FULL, _g(7))
+    c, _ = augment(x, K3, FULL, _g(8))
+    assert torch.equal(a, b) and torch.equal(ma, mb)
+    assert not torch.allclose(a, c)
+
+
+def test_frame_drop_keeps_length_with_earlier_frames() -> None:
+    t = 12
+    x = torch.zeros(2, 3, t, 20, 1)
+    x[:, 0] = torch.arange(1, t + 1, dtype=torch.float32)[None, :, None, None]
+    y, mask = augment(x, K3, {"frame_drop": {"rate": 0.5}}, _g(3))
+    src = y[:, 0, :, 0, 0]
+    assert y.shape == x.shape and mask.all()
+    assert (src[:, 0] == 1).all() and (src[:, 1:] >= src[:, :-1]).all()
+    assert (src <= torch.arange(1, t + 1)).all()
+    assert (src[:, 1:] == src[:, :-1]).any()  # something was dropped
+
+
+def test_flip_swaps_sides_and_negates_x() -> None:
+    x = _clips(2, 3, 3, 20, 1)
+    y, _ = augment(x, K3, {"flip": {"p": 1.0}}, _g(0))
+    ls, rs = K3.index("left_shoulder"), K3.index("right_shoulder")
+    assert torch.allclose(y[:, 0, :, ls], -x[:, 0, :, rs])
+    assert torch.allclose(y[:, 1:, :, ls], x[:, 1:, :, rs])
+    assert torch.allclose(
+        y[:, :, :, K3.index("spine")] * torch.tensor([-1.0, 1, 1])[None, :, None, None],
+        x[:, :, :, K3.index("spine")],
+    )
+    z, _ = augment(y, K3, {"flip": {"p": 1.0}}, _g(0))
+    assert torch.allclose(z, x)
+
+
+def test_augment_config_parsing() -> None:
+    cfg = AugmentConfig.from_dict(DEFAULT_AUGMENT)
+    assert cfg.crop == (0.5, 1.0) and cfg.rotate_angle == (0.3, 0.3, 0.3) and cfg.rotate_p == 1.0
+    assert AugmentConfig.from_dict({"scale": 0.1}).scale_range == (0.9, 1.1)
+    for bad in ({"rotat": 0.1}, {"crop": [0.0, 1.0]}, {"flip": 2}, {"jitter": {"sd": 1}}):
+        with pytest.raises(ConfigError):
+            AugmentConfig.from_dict(bad)
+
+
+# -------------------------------------------------------------------------------- streams
+def _naive(x: np.ndarray, stream: str, parents: tuple[int, ...]) -> np.ndarray:
+    """Reference implementation with plain loops (slow, obviously right)."""
+    n, _, t, v, m = x.shape
+    valid = np.abs(x).sum(axis=(1, 3)) > 0  # (N, T, M)
+    base = x.copy()
+    if "bone" in stream:
+        for i in range(n):
+            for f in range(t):
+                for j in range(v):
+                    for p in range(m):
+                        par = parents[j]
+                        base[i, :, f, j, p] = (
+                            0 if par < 0 else x[i, :, f, j, p] - x[i, :, f, par, p]
+                        )
+    if "motion" not in stream:
+        return base
+    out = np.zeros_like(x)
+    for i in range(n):
+        for f in range(t - 1):
+            for p in range(m):
+                if valid[i, f, p] and valid[i, f + 1, p]:
+                    out[i, :, f, :, p] = base[i, :, f + 1, :, p] - base[i, :, f, :, p]
+    return out
+
+
+@pytest.mark.parametrize("stream", ["joint", "bone", "joint_motion", "bone_motion"])
+def test_streams_match_naive_loops(stream: str) -> None:
+    x = _clips(2, 3, 6, 20, 2)
+    x[0, :, 4:] = 0  # padded tail
+    x[1, :, 2, :, 1] = 0  # person 1 missing in frame 2
+    got = make_stream(x, stream, K3).numpy()
+    np.testing.assert_allclose(got, _naive(x.numpy(), stream, K3.parents), atol=1e-6)
+
+
+def test_root_bone_zero_and_motion_zero_on_padded_tail() -> None:
+    x = _clips(1, 3, 8, 20, 1)
+    x[0, :, 5:] = 0
+    bone = make_stream(x, "bone", K3)
+    assert (bone[:, :, :, K3.root] == 0).all()
+    for s in ("joint_motion", "bone_motion"):
+        mo = make_stream(x, s, K3)
+        assert (mo[:, :, 4:] == 0).all()  # frame 4 is the clip's last: no jump into padding
+        assert (mo[:, :, :4].abs().sum(dim=(0, 1, 3, 4)) > 0).all()
+    with pytest.raises(ConfigError):
+        make_stream(x, "velocity", K3)
