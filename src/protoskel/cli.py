@@ -94,6 +94,90 @@ def layouts_show(
         typer.echo(f"  {i:>2} {j:<18} parent {parent:<18} part {part_of[j]}")
 
 
+# ---------------------------------------------------------------- datasets
+@datasets_app.command("list")
+def datasets_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the datasets `datasets prepare` knows, with layout, classes and protocol."""
+    from protoskel.data.protocols import list_datasets
+
+    rows = [d.to_dict() for d in list_datasets()]
+    if as_json:
+        echo_json({"datasets": rows})
+        return
+    for r in rows:
+        k = r["num_classes"] or "-"
+        typer.echo(
+            f"{r['name']:<13} {r['layout']:<13} {k:>3} classes  {r['protocol']:<19} "
+            f"{r['description']}"
+        )
+
+
+@datasets_app.command("prepare")
+def datasets_prepare(
+    name: Annotated[str, typer.Argument(help="Dataset name (see `protoskel datasets list`).")],
+    src: Annotated[str, typer.Option("--src", help="The dataset's source folder.")],
+    out: Annotated[str, typer.Option("--out", help="Folder to write the prepared store to.")],
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Skip bad files (listed in the manifest).")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing store.")] = False,
+    layout: Annotated[
+        str | None,
+        typer.Option("--layout", help="generic only: layout of clips that do not name one."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Read a dataset by its standard protocol and write a prepared store (atomically)."""
+    from protoskel.data.protocols import prepare_dataset
+
+    state = {"step": -1}
+
+    def progress(done: int, total: int) -> None:
+        # One line per 10 % keeps logs readable when stderr is not a terminal.
+        step = done * 10 // max(total, 1)
+        if step != state["step"]:
+            state["step"] = step
+            log(f"reading {name}: {done}/{total} files")
+
+    manifest = prepare_dataset(
+        name, src, out, skip_bad=skip_bad, force=force, layout=layout, progress=progress, log=log
+    )
+    if as_json:
+        manifest.pop("layout_def", None)
+        echo_json(manifest)
+    else:
+        counts = ", ".join(f"{k} {v['count']}" for k, v in manifest["splits"].items())
+        typer.echo(f"{out}: {manifest['dataset']} ({counts}; {len(manifest['skipped'])} skipped)")
+
+
+@datasets_app.command("info")
+def datasets_info(
+    path: Annotated[str, typer.Argument(help="A prepared store folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show a prepared store: layout, classes, split counts, skipped files."""
+    from protoskel.data.store import open_store
+
+    store = open_store(path)
+    info = {k: v for k, v in store.manifest.items() if k != "layout_def"}
+    for name in store.split_names:
+        lengths = store.split(name).lengths
+        info["splits"][name]["mean_frames"] = round(float(lengths.mean()), 1) if lengths.size else 0
+    if as_json:
+        echo_json(info)
+        return
+    typer.echo(f"{store.path}: {info.get('dataset')} ({info.get('protocol')})")
+    scores = "with" if info.get("has_scores") else "without"
+    typer.echo(f"layout {info['layout']}, {info.get('num_persons')} person(s), {scores} scores")
+    typer.echo(f"{len(store.classes)} classes: {', '.join(store.classes)}")
+    for name, s in info["splits"].items():
+        typer.echo(f"  {name:<8} {s['count']:>6} clips {s['frames']:>9} frames")
+    for s in info["skipped"]:
+        typer.echo(f"  skipped {s['file']}: {s['reason']}")
+
+
 # ---------------------------------------------------------------- training / evaluation
 models_app = typer.Typer(help="Shipped (pre-trained) models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -211,28 +295,68 @@ def models_list(
         )
 
 
+# --- pose ------------------------------------------------------------ video -> skeleton clip
+@app.command("pose")
+def pose_cmd(
+    video: Annotated[str, typer.Argument(help="Video file (anything OpenCV can decode).")],
+    out: Annotated[str, typer.Option("--out", help="Output clip, generic NPZ (.npz).")],
+    start_frame: Annotated[
+        int, typer.Option("--start-frame", help="Skip this many frames first.")
+    ] = 0,
+    max_frames: Annotated[
+        int | None, typer.Option("--max-frames", help="Process at most this many frames.")
+    ] = None,
+    model_complexity: Annotated[
+        int, typer.Option("--model-complexity", help="MediaPipe model; only 1 ships offline.")
+    ] = 1,
+    min_detection_confidence: Annotated[
+        float, typer.Option("--min-detection-confidence", help="Person detection threshold.")
+    ] = 0.5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Extract a mediapipe-33 skeleton clip (3D world, y up) from a video with MediaPipe Pose."""
+    from protoskel.pose import extract_pose, write_pose_npz
+
+    seq = extract_pose(
+        video,
+        model_complexity=model_complexity,
+        min_detection_confidence=min_detection_confidence,
+        start_frame=start_frame,
+        max_frames=max_frames,
+        progress=True,
+    )
+    path = write_pose_npz(seq, out)
+    secs = float(seq.meta["extraction_seconds"])
+    summary = {
+        "video": str(video),
+        "out": str(path),
+        "layout": seq.layout,
+        "frames": seq.num_frames,
+        "frames_with_pose": int(seq.meta["frames_with_pose"]),
+        "fps": seq.fps,
+        "start_frame": start_frame,
+        "seconds": round(secs, 3),
+        "extraction_fps": round(seq.num_frames / secs, 2) if secs > 0 else None,
+    }
+    log(
+        f"{summary['frames']} frames, {summary['frames_with_pose']} with a pose, video fps "
+        f"{summary['fps']}; extracted at {summary['extraction_fps']} frames/s "
+        f"({summary['seconds']} s) -> {path}"
+    )
+    if as_json:
+        echo_json(summary)
+
+
 def main() -> None:
-    """Console entry point: run the app, turning protoskel errors into exit code 2."""
+    """Console entry point: usage errors and protoskel errors exit with code 2."""
     try:
-        app(standalone_mode=False)
+        # Standalone mode lets typer print usage errors itself (exit 2); ours propagate here.
+        app()
     except ProtoskelError as e:
         if _state["debug"]:
             raise
         sys.stderr.write(f"error: {e}\n")
         sys.exit(2)
-    except (typer.Exit, SystemExit) as e:
-        code = getattr(e, "exit_code", getattr(e, "code", 0))
-        sys.exit(code or 0)
-    except typer.Abort:
-        sys.stderr.write("aborted\n")
-        sys.exit(1)
-    except Exception as e:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(2)
-        raise
 
 
 if __name__ == "__main__":
