@@ -42,6 +42,8 @@ class DataConfig:
     val_split: str = "val"
     test_clips: int = 1
     augment: dict[str, Any] = field(default_factory=dict)
+    # Keys of protoskel.data.transforms.normalize (centring, scale, view alignment).
+    normalize: dict[str, Any] = field(default_factory=dict)
     # A seeded fraction of the training split kept out of training (for fitting ensemble weights).
     holdout_fraction: float = 0.0
     holdout_seed: int = 0

@@ -166,6 +166,7 @@ def _loader(split: Any, layout: Layout, cfg: Config, train: bool, dist: DistInfo
         num_clips=1 if train else cfg.data.test_clips,
         rank=dist.rank if train else 0,
         world_size=dist.world_size if train else 1,
+        normalize=cfg.data.normalize or None,
     )
 
 
