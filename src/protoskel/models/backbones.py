@@ -1,0 +1,180 @@
+"""Registered backbones: ``stgcn`` (ST-GCN baseline) and ``atgcn`` (adaptive topology, default).
+
+Both take ``(N, C, T, V, M)`` clips, fold the M persons into the batch, and return features
+``(N, M, C_out, T', V)``. Everything layout-specific (the graph) comes from the layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from protoskel.errors import ConfigError
+from protoskel.layouts import Layout
+from protoskel.models.blocks import (
+    AdaptiveGraphConv,
+    DataNorm,
+    GraphConv,
+    MultiScaleTemporalConv,
+    STUnit,
+    TemporalConv,
+)
+from protoskel.models.graph import spatial_partitions
+from protoskel.models.registry import register_backbone
+
+__all__ = ["ATGCN", "STGCN", "stage_plan"]
+
+
+def stage_plan(width: int, depth: int) -> tuple[list[int], list[int]]:
+    """Channels and strides for ``depth`` units in three stages of width w, 2w, 4w.
+
+    Stages 2 and 3 start with a temporal stride of 2. Extra units go to the *later* stages
+    (depth 8 -> 2-3-3): on CPU a unit at full frame rate costs about twice one at half rate,
+    so depth is cheapest where frames are fewer (CTR-GCN's 10 units are 4-3-3).
+    """
+    if depth < 3:
+        raise ConfigError(f"depth must be at least 3 (one unit per stage), got {depth}")
+    sizes = [depth // 3 + (i >= 3 - depth % 3) for i in range(3)]
+    channels: list[int] = []
+    strides: list[int] = []
+    for s, n in enumerate(sizes):
+        channels += [width * 2**s] * n
+        strides += [2 if s > 0 else 1] + [1] * (n - 1)
+    return channels, strides
+
+
+def _check_plan(
+    name: str, channels: Sequence[int] | None, strides: Sequence[int] | None, width: int, depth: int
+) -> tuple[list[int], list[int]]:
+    """Validate or derive the per-unit channels and strides."""
+    if not isinstance(width, int) or width < 1:
+        raise ConfigError(f"{name}: width must be a positive integer, got {width!r}")
+    if channels is None:
+        plan_c, plan_s = stage_plan(width, depth)
+        return plan_c, list(strides) if strides is not None else plan_s
+    channels = list(channels)
+    strides = list(strides) if strides is not None else [1] * len(channels)
+    if not channels or len(channels) != len(strides):
+        raise ConfigError(
+            f"{name}: channels ({len(channels)} values) and strides ({len(strides)} values) "
+            "must be non-empty lists of the same length"
+        )
+    if any(not isinstance(c, int) or c < 1 for c in channels) or any(
+        s not in (1, 2, 3) for s in strides
+    ):
+        raise ConfigError(
+            f"{name}: channels must be positive integers and strides 1, 2 or 3; "
+            f"got channels={channels}, strides={strides}"
+        )
+    return channels, strides
+
+
+class _SkeletonBackbone(nn.Module):
+    """Shared input/output handling: fold persons into the batch, unfold at the end."""
+
+    out_channels: int
+
+    def __init__(self, layout: Layout, in_channels: int, num_persons: int | None) -> None:
+        super().__init__()
+        if not isinstance(in_channels, int) or in_channels < 1:
+            raise ConfigError(f"in_channels must be a positive integer, got {in_channels!r}")
+        self.layout_name = layout.name
+        self.num_joints = layout.num_joints
+        self.in_channels = in_channels
+        self.data_norm = DataNorm(in_channels, layout.num_joints, num_persons)
+        self.units = nn.Sequential()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, T, V, M) -> features (N, M, C_out, T', V)."""
+        if x.dim() != 5 or x.shape[1] != self.in_channels or x.shape[3] != self.num_joints:
+            raise ConfigError(
+                f"backbone expects input (N, C={self.in_channels}, T, V={self.num_joints}, M) "
+                f"for layout {self.layout_name!r}, got shape {tuple(x.shape)}"
+            )
+        n, m = x.shape[0], x.shape[4]
+        y = self.units(self.data_norm(x))
+        return y.view(n, m, *y.shape[1:])
+
+
+@register_backbone("stgcn")
+class STGCN(_SkeletonBackbone):
+    """ST-GCN (Yan et al., AAAI 2018): static spatial-partition graph conv + (9, 1) temporal conv.
+
+    Defaults are the original 10 units 64x4-128x3-256x3; ``width``/``depth`` or explicit
+    ``channels``/``strides`` change it. ``dropout`` is applied after each temporal conv.
+    """
+
+    def __init__(
+        self,
+        layout: Layout,
+        in_channels: int = 3,
+        *,
+        width: int = 64,
+        depth: int = 10,
+        channels: Sequence[int] | None = None,
+        strides: Sequence[int] | None = None,
+        kernel_size: int = 9,
+        dropout: float = 0.0,
+        edge_importance: bool = True,
+        num_persons: int | None = None,
+    ) -> None:
+        super().__init__(layout, in_channels, num_persons)
+        chans, strd = _check_plan("stgcn", channels, strides, width, depth)
+        a = torch.from_numpy(spatial_partitions(layout))
+        c_prev = in_channels
+        for i, (c, s) in enumerate(zip(chans, strd, strict=True)):
+            gcn = GraphConv(c_prev, c, a, edge_importance)
+            tcn = TemporalConv(c, kernel_size, s)
+            self.units.append(
+                STUnit(
+                    gcn, tcn, c_prev, c, s, residual=i > 0, dropout=dropout, inner_residual=False
+                )
+            )
+            c_prev = c
+        self.out_channels = c_prev
+
+
+@register_backbone("atgcn")
+class ATGCN(_SkeletonBackbone):
+    """Adaptive-topology GCN, protoskel's default: CTR-GCN's ideas at a fraction of the cost.
+
+    Units: :class:`AdaptiveGraphConv` (per-group topologies refined from the layout's partitions
+    by a cheap data-dependent correlation) -> BN/ReLU -> :class:`MultiScaleTemporalConv`, with
+    residuals. Default plan: ``width``-based stages w, 2w, 4w (``depth`` units, strides 2 at
+    stage starts); ``channels``/``strides`` override it.
+    """
+
+    def __init__(
+        self,
+        layout: Layout,
+        in_channels: int = 3,
+        *,
+        width: int = 64,
+        depth: int = 8,
+        channels: Sequence[int] | None = None,
+        strides: Sequence[int] | None = None,
+        groups: int = 16,
+        rel_channels: int = 8,
+        kernel_size: int = 5,
+        dilations: Sequence[int] = (1, 2),
+        adaptive: bool = True,
+        dropout: float = 0.0,
+        num_persons: int | None = None,
+    ) -> None:
+        super().__init__(layout, in_channels, num_persons)
+        chans, strd = _check_plan("atgcn", channels, strides, width, depth)
+        a = torch.from_numpy(spatial_partitions(layout))
+        c_prev = in_channels
+        for i, (c, s) in enumerate(zip(chans, strd, strict=True)):
+            # Widening happens in the temporal conv, so a transition unit's graph conv runs at
+            # the old width at full frame rate; only the first unit lifts coordinates to width.
+            c_mid = c if i == 0 else c_prev
+            gcn = AdaptiveGraphConv(c_prev, c_mid, a, groups, rel_channels, adaptive)
+            tcn = MultiScaleTemporalConv(c_mid, c, s, kernel_size, tuple(dilations))
+            self.units.append(
+                STUnit(gcn, tcn, c_prev, c, s, residual=i > 0, dropout=dropout, mid_channels=c_mid)
+            )
+            c_prev = c
+        self.out_channels = c_prev
