@@ -24,7 +24,7 @@ class ModelConfig:
 
     backbone: str = "atgcn"
     head: str = "linear"
-    dropout: float = 0.0
+    dropout: float = 0.0  # before the classifier (head)
     kwargs: dict[str, Any] = field(default_factory=dict)
     head_kwargs: dict[str, Any] = field(default_factory=dict)
     # View invariance: null, or "frame_averaging" (see docs/invariance.md).
@@ -67,6 +67,9 @@ class TrainConfig:
     seed: int = 1
     eval_every: int = 1
     threads: int = 0  # 0: leave torch's default
+    # Prototype heads only: last-layer fine-tuning after projecting prototypes (ProtoPNet).
+    push_epochs: int = 20
+    push_lr: float = 1e-3
 
 
 @dataclass
@@ -99,6 +102,8 @@ class Config:
             (0 <= self.train.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)"),
             (self.train.eval_every >= 1, "train.eval_every", "must be >= 1"),
             (self.train.threads >= 0, "train.threads", "must be >= 0"),
+            (self.train.push_epochs >= 0, "train.push_epochs", "must be >= 0"),
+            (self.train.push_lr > 0, "train.push_lr", "must be > 0"),
             (0 <= self.model.dropout < 1, "model.dropout", "must be in [0, 1)"),
             (
                 self.model.invariance in (None, "frame_averaging"),

@@ -54,11 +54,29 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum a tensor over processes; the gradient of a sum is the sum of the gradients."""
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
+        """All-reduce a copy of ``x``."""
+        y = x.clone()
+        dist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
+        """All-reduce the incoming gradient."""
+        g = grad.contiguous().clone()
+        dist.all_reduce(g)
+        return g
+
+
 class _ReducedBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch norm whose batch statistics are summed over all processes (works on CPU/gloo).
 
-    torch's SyncBatchNorm only runs on accelerators; this uses the differentiable all-reduce
-    from ``torch.distributed.nn`` so gradients flow through the shared statistics as well.
+    torch's SyncBatchNorm only runs on accelerators; this reduces the statistics with a
+    differentiable all-reduce so gradients flow through the shared statistics as well.
     """
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
@@ -69,14 +87,12 @@ class _ReducedBatchNorm(nn.modules.batchnorm._BatchNorm):
         """Normalise with global batch statistics in training, running ones in eval."""
         if not (self.training and dist.is_available() and dist.is_initialized()):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         dims = [0, *range(2, x.dim())]
         c = x.shape[1]
         count = torch.tensor([x.numel() / c], dtype=torch.float64)
         xd = x.double()
         stats = torch.cat([xd.sum(dims), (xd * xd).sum(dims), count])
-        stats = all_reduce(stats)
+        stats = _AllReduceSum.apply(stats)
         n = stats[-1]
         mean = stats[:c] / n
         var = stats[c : 2 * c] / n - mean * mean

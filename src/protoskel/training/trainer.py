@@ -54,15 +54,29 @@ def build_model_from_config(
         num_classes=num_classes,
         in_channels=in_channels,
         head=c.model.head,
-        dropout=c.model.dropout,
-        head_kwargs=c.model.head_kwargs,
+        head_dropout=c.model.dropout,
+        **{f"head_{k}": v for k, v in c.model.head_kwargs.items()},
         **c.model.kwargs,
     )
-    if c.model.invariance == "frame_averaging":
-        from protoskel.models.invariance import FrameAveraging
+    if c.model.invariance:
+        from protoskel.models.invariance import wrap_invariance
 
-        model = FrameAveraging(model, mode=c.model.invariance_mode)
+        # Bones and motion are translation-free already; centring them would remove signal.
+        model = wrap_invariance(
+            model,
+            c.model.invariance,
+            c.model.invariance_mode,
+            coords=in_channels,
+            center=c.data.stream == "joint",
+        )
     return model
+
+
+def prototype_head(model: nn.Module) -> Any:
+    """The model's PrototypeHead, or None for other heads."""
+    from protoskel.models.prototypes import PrototypeHead
+
+    return next((m for m in model.modules() if isinstance(m, PrototypeHead)), None)
 
 
 @dataclass
@@ -130,11 +144,14 @@ def lr_at(step: int, steps_per_epoch: int, cfg: Config) -> float:
 def _make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     t = cfg.train
     # Norm and bias parameters are not decayed (standard practice; stabilises small models).
+    head = prototype_head(model)
+    keep = {f"head.{n}" for n in head.no_weight_decay()} if head is not None else set()
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+        plain = p.ndim <= 1 or name.endswith(".bias") or any(name.endswith(k) for k in keep)
+        (no_decay if plain else decay).append(p)
     groups = [
         {"params": decay, "weight_decay": t.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -252,6 +269,29 @@ class _Logs:
             self.tb.flush()
 
 
+def _push(
+    model: nn.Module, split: Any, layout: Layout, cfg: Config, classes: list[str], bar: Any
+) -> dict[str, Any]:
+    """Prototype projection onto real training segments, then last-layer fine-tuning."""
+    from protoskel.models.prototypes import push_and_finetune
+
+    if bar is not None:
+        bar.console.print("projecting prototypes onto training segments, tuning last layer")
+    res = push_and_finetune(
+        model,
+        split,
+        layout,
+        num_frames=cfg.data.num_frames,
+        stream=cfg.data.stream,
+        normalize=cfg.data.normalize or None,
+        epochs=cfg.train.push_epochs,
+        lr=cfg.train.push_lr,
+        classes=classes,
+        seed=cfg.train.seed,
+    )
+    return {"pushed_prototypes": len(res["provenance"])}
+
+
 def train(
     cfg: Config,
     data_dir: str | Path,
@@ -311,6 +351,7 @@ def train(
     if dist.enabled:
         net = nn.parallel.DistributedDataParallel(model)
 
+    proto = prototype_head(model)
     train_loader = _loader(train_split, layout, cfg, True, dist)
     val_loader = _loader(val_split, layout, cfg, False, dist) if val_split is not None else None
     steps = len(train_loader)
@@ -341,10 +382,12 @@ def train(
                     g["lr"] = lr
                 logits = net(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=cfg.train.label_smoothing)
+                if proto is not None:
+                    loss = loss + proto.weighted_aux_loss(None, y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                loss_sum += float(loss) * len(y)
+                loss_sum += float(loss.detach()) * len(y)
                 correct += int((logits.argmax(1) == y).sum())
                 seen += len(y)
                 if task is not None:
@@ -361,6 +404,8 @@ def train(
                 "train_acc": 100.0 * correct / max(seen, 1),
             }
             is_last = epoch + 1 == cfg.train.epochs
+            if is_last and proto is not None and dist.is_main:
+                row.update(_push(model, train_split, layout, cfg, classes, bar))
             if (
                 val_loader is not None
                 and dist.is_main
