@@ -347,6 +347,41 @@ def pose_cmd(
         echo_json(summary)
 
 
+# --- demo ------------------------------------------------------- synthetic data -> model
+@app.command("demo")
+def demo_cmd(
+    out: Annotated[
+        str, typer.Option("--out", help="Folder for data, checkpoints and report.")
+    ] = "protoskel-demo",
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", min=1, help="Training epochs (default: recipe's).")
+    ] = None,
+    no_open: Annotated[
+        bool, typer.Option("--no-open", help="Do not open the report in a browser.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Generate synthetic actions, train a tiny model on the CPU, evaluate and explain it."""
+    from protoskel.demo import run_demo
+
+    res = run_demo(out, epochs=epochs, open_report=not no_open, log=log)
+    if as_json:
+        echo_json(res)
+        return
+    typer.echo(
+        f"val accuracy {res['top1']:.1f}% (mean class {res['mean_class_acc']:.1f}%, chance "
+        f"{res['chance']:.1f}%, {res['n']} clips) in {res['seconds']:.0f} s"
+    )
+    for c, a in res["per_class"].items():
+        typer.echo(f"  {c:<16} {'n/a' if a is None else f'{a:6.1f}'}")
+    typer.echo(f"checkpoint: {res['checkpoint']}")
+    if res["report"]:
+        typer.echo(f"report: {res['report']}")
+    typer.echo(f"try: protoskel eval {res['checkpoint']} --data {res['data']}")
+    if "predict" in {c.name for c in app.registered_commands}:
+        typer.echo(f"     protoskel predict {res['checkpoint']} {res['sample']}")
+
+
 def main() -> None:
     """Console entry point: usage errors and protoskel errors exit with code 2."""
     try:

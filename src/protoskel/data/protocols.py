@@ -38,6 +38,7 @@ from protoskel.data.readers.utkinect import (
     utkinect_classes,
 )
 from protoskel.data.sequence import SkeletonSequence
+from protoskel.data.synthetic import CLASSES as SYNTHETIC_CLASSES
 from protoskel.errors import DataFormatError, DatasetError
 from protoskel.layouts import Layout, get_layout
 
@@ -440,6 +441,25 @@ def _clip_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".npz", ".csv"))
 
 
+# ---------------------------------------------------------------- synthetic
+def _load_synthetic(src: Path, opts: LoadOptions) -> LoadedDataset:
+    """Procedural demo clips (``protoskel.data.synthetic``); ``src`` is not read."""
+    from protoskel.data.synthetic import LAYOUT, synthetic_splits
+
+    splits = synthetic_splits()
+    return LoadedDataset(
+        layout=LAYOUT,
+        classes=list(SYNTHETIC_CLASSES),
+        protocol="cross-subject",
+        splits=splits,
+        extra={
+            "generator": "protoskel.data.synthetic, seed 0",
+            "train_subjects": sorted({s.subject for s in splits["train"]}),
+            "val_subjects": sorted({s.subject for s in splits["val"]}),
+        },
+    )
+
+
 # ---------------------------------------------------------------- registry
 _REGISTRY: dict[str, DatasetSpec] = {
     s.name: s
@@ -488,6 +508,14 @@ _REGISTRY: dict[str, DatasetSpec] = {
             "folders",
             "Your clips: classes.txt + split subfolders (train/, val/, ...) of .npz/.csv",
             _load_generic,
+        ),
+        DatasetSpec(
+            "synthetic",
+            "kinect-v1-20",
+            SYNTHETIC_CLASSES,
+            "cross-subject",
+            "Procedural demo actions: train 240 (7 subjects), val 90 (3); --src is not read",
+            _load_synthetic,
         ),
     )
 }
