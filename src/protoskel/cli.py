@@ -347,6 +347,225 @@ def pose_cmd(
         echo_json(summary)
 
 
+# --- inference & explanations --------------------------------- predict, explain, prototypes
+def _set_threads(n: int) -> None:
+    """Torch intra-op threads for one-clip inference."""
+    import torch
+
+    # One clip is a small job: on a busy CPU, spinning extra threads made it 100x slower.
+    torch.set_num_threads(max(1, int(n)))
+
+
+def _prediction_lines(preds: list[dict[str, Any]]) -> str:
+    return "\n".join(f"{p['prob'] * 100:6.2f}%  {p['label']}" for p in preds)
+
+
+def _stream_predict(
+    checkpoint: str, source: str, window: int, hop: int, top_k: int, max_frames: int | None
+) -> None:
+    import statistics
+
+    from protoskel.inference import Predictor, iter_frames
+
+    pred = Predictor.from_checkpoint(checkpoint)
+    frames = iter_frames(source, max_frames=max_frames)
+    latencies = []
+    for row in pred.predict_windows(frames, window=window, hop=hop, top_k=top_k):
+        latencies.append(row["latency_ms"])
+        sys.stdout.write(json.dumps(row) + "\n")
+        sys.stdout.flush()
+    if latencies:
+        log(
+            f"{len(latencies)} windows, latency median {statistics.median(latencies):.1f} ms, "
+            f"max {max(latencies):.1f} ms"
+        )
+
+
+@app.command("predict")
+def predict_cmd(
+    checkpoint: Annotated[str, typer.Argument(help="Checkpoint file or shipped model name.")],
+    input_: Annotated[
+        str,
+        typer.Argument(
+            metavar="INPUT",
+            help="Skeleton clip file or video; with --stream also a camera index (0, 1, ...).",
+        ),
+    ],
+    top_k: Annotated[
+        int | None, typer.Option("--top-k", min=1, help="Classes to list (5; --stream: 1).")
+    ] = None,
+    stream: Annotated[
+        bool,
+        typer.Option("--stream", help="Sliding windows over the frames: one JSON line each."),
+    ] = False,
+    window: Annotated[
+        int, typer.Option("--window", min=1, help="--stream: frames per window.")
+    ] = 52,
+    hop: Annotated[
+        int, typer.Option("--hop", min=1, help="--stream: frames between windows.")
+    ] = 10,
+    max_frames: Annotated[
+        int | None, typer.Option("--max-frames", min=1, help="Read at most this many frames.")
+    ] = None,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="CPU threads for torch.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Classify a clip or video: the top classes with their probabilities."""
+    _set_threads(threads)
+    if stream:
+        _stream_predict(checkpoint, input_, window, hop, top_k or 1, max_frames)
+        return
+    from protoskel.inference import Predictor, load_input
+
+    pred = Predictor.from_checkpoint(checkpoint)
+    seq = load_input(input_, max_frames=max_frames, progress=True)
+    res = pred.predict(seq, top_k=top_k or 5)
+    if as_json:
+        echo_json({**res, "checkpoint": pred.path, "input": input_})
+        return
+    typer.echo(_prediction_lines(res["predictions"]))
+
+
+@app.command("explain")
+def explain_cmd(
+    checkpoint: Annotated[str, typer.Argument(help="Checkpoint file or shipped model name.")],
+    input_: Annotated[str, typer.Argument(metavar="INPUT", help="Skeleton clip file or video.")],
+    out: Annotated[str, typer.Option("--out", help="Report folder (replaced atomically).")],
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="Prepared store of the training data: draws prototypes."),
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Classes to list.")] = 5,
+    top_prototypes: Annotated[
+        int, typer.Option("--top-prototypes", min=1, help="Prototypes to show.")
+    ] = 5,
+    max_frames: Annotated[
+        int | None, typer.Option("--max-frames", min=1, help="Read at most this many frames.")
+    ] = None,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="CPU threads for torch.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Write an explanation report (index.html, explanation.json, explanation.gif)."""
+    from protoskel.explain.report import write_report
+
+    _set_threads(threads)
+
+    path = write_report(
+        checkpoint,
+        input_,
+        out,
+        top_k_classes=top_k,
+        top_prototypes=top_prototypes,
+        data_root=data,
+        progress=True,
+        max_frames=max_frames,
+    )
+    facts = json.loads((path / "explanation.json").read_text(encoding="utf-8"))
+    if as_json:
+        echo_json(
+            {
+                "report": str(path),
+                "index": str(path / "index.html"),
+                "json": str(path / "explanation.json"),
+                "gif": str(path / "explanation.gif"),
+                "predictions": facts["predictions"],
+                "prototypes": [
+                    {k: p[k] for k in ("rank", "prototype", "part", "contribution")}
+                    | {"clip_id": (p["source"] or {}).get("clip_id")}
+                    for p in facts["prototypes"]
+                ],
+            }
+        )
+        return
+    typer.echo(_prediction_lines(facts["predictions"]))
+    typer.echo(f"report: {path / 'index.html'}")
+
+
+@app.command("prototypes")
+def prototypes_cmd(
+    checkpoint: Annotated[str, typer.Argument(help="Prototype checkpoint file or shipped name.")],
+    out: Annotated[str, typer.Option("--out", help="Gallery folder (replaced atomically).")],
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="Prepared store of the training data: draws each segment."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Write a gallery page of every prototype: class, body part, source clip and frames."""
+    from protoskel.explain.report import write_gallery
+
+    path = write_gallery(checkpoint, out, data_root=data)
+    facts = json.loads((path / "prototypes.json").read_text(encoding="utf-8"))
+    if as_json:
+        echo_json(
+            {
+                "gallery": str(path),
+                "index": str(path / "index.html"),
+                "prototypes": len(facts["prototypes"]),
+                "classes": facts["classes"],
+            }
+        )
+        return
+    typer.echo(f"{len(facts['prototypes'])} prototypes: {path / 'index.html'}")
+
+
+@app.command("enroll", context_settings={"allow_extra_args": True})
+def enroll_cmd(
+    ctx: typer.Context,
+    checkpoint: Annotated[str, typer.Argument(help="Prototype checkpoint file or shipped name.")],
+    name: Annotated[str, typer.Option("--name", help="Name of the new class.")],
+    examples: Annotated[
+        list[str], typer.Option("--examples", help="Example clips or videos: --examples A B C.")
+    ],
+    out: Annotated[str, typer.Option("--out", help="New checkpoint file (written atomically).")],
+    per_part: Annotated[
+        int | None,
+        typer.Option("--prototypes-per-part", min=1, help="Prototypes per example and part."),
+    ] = None,
+    margin: Annotated[float, typer.Option("--margin", help="Logit margin of the bias.")] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Add a class to a prototype model from a few examples (the backbone is unchanged)."""
+    from protoskel.errors import ConfigError
+    from protoskel.inference import enroll_checkpoint
+
+    extra = list(ctx.args)
+    if any(a.startswith("-") for a in extra):
+        raise ConfigError(f"enroll: unexpected option {next(a for a in extra if a[0] == '-')}")
+    res = enroll_checkpoint(
+        checkpoint, name, [*examples, *extra], out, prototypes_per_part=per_part, margin=margin
+    )
+    if as_json:
+        echo_json(res)
+        return
+    typer.echo(
+        f"{res['checkpoint']}: enrolled {name!r} from {len(res['examples'])} example(s), "
+        f"{res['prototypes']} prototypes; {len(res['classes'])} classes"
+    )
+
+
+@app.command("forget")
+def forget_cmd(
+    checkpoint: Annotated[str, typer.Argument(help="Prototype checkpoint file or shipped name.")],
+    name: Annotated[str, typer.Option("--name", help="Class to remove.")],
+    out: Annotated[str, typer.Option("--out", help="New checkpoint file (written atomically).")],
+    example: Annotated[
+        str | None,
+        typer.Option("--example", help="Remove only this enrolled example (its clip id)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Remove a class (or one enrolled example of it) from a prototype model."""
+    from protoskel.inference import forget_checkpoint
+
+    res = forget_checkpoint(checkpoint, name, out, example=example)
+    if as_json:
+        echo_json(res)
+        return
+    what = f"example {example!r} of {name!r}" if example else f"class {name!r}"
+    typer.echo(f"{res['checkpoint']}: removed {what}; {len(res['classes'])} classes")
+
+
 # --- demo ------------------------------------------------------- synthetic data -> model
 @app.command("demo")
 def demo_cmd(

@@ -14,6 +14,7 @@ writes an explanation report. Everything goes under one output folder::
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -45,6 +46,13 @@ def _report_writer() -> Callable[..., Any] | None:
     except ImportError:
         return None
     return getattr(report, "write_report", None)
+
+
+def _display_available() -> bool:
+    """Whether a browser window could appear (Linux/BSD need an X or Wayland display)."""
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def _stderr(msg: str) -> None:
@@ -125,7 +133,7 @@ def run_demo(
         log(f"writing an explanation report for {sample_path.name}")
         res = writer(best, sample_path, root / "report")
         report_path = Path(res) if res is not None else root / "report"
-        if open_report:
+        if open_report and _display_available():
             import webbrowser
 
             target = report_path / "index.html" if report_path.is_dir() else report_path

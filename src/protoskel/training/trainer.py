@@ -362,6 +362,7 @@ def train(
         "protocol": store.manifest.get("protocol", ""),
         "train_split": cfg.data.train_split,
         "val_split": cfg.data.val_split,
+        "num_persons": int(store.manifest.get("num_persons", 1)),
         "holdout_ids": [],
     }
     if len(held):
