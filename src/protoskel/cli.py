@@ -601,6 +601,67 @@ def demo_cmd(
         typer.echo(f"     protoskel predict {res['checkpoint']} {res['sample']}")
 
 
+# --- export & serve ------------------------------------------------ deployment of a checkpoint
+@app.command("export")
+def export_cmd(
+    checkpoint: Annotated[str, typer.Argument(help="Checkpoint file or shipped model name.")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
+    out: Annotated[str, typer.Option("--out", help="Output file (written atomically).")] = "",
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset version.")] = 17,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Export a model: prepared clip x (N, C, T, V, M) float32 -> logits (N, K)."""
+    from protoskel.errors import ConfigError
+    from protoskel.export import export_checkpoint
+
+    if not out:
+        raise ConfigError("export: --out FILE is required (e.g. --out model.onnx)")
+    res = export_checkpoint(checkpoint, out, fmt, opset=opset)
+    if as_json:
+        echo_json(res)
+        return
+    meta = res["metadata"]
+    shape = ", ".join(str(s) for s in res["input_shape"])
+    typer.echo(f"{res['out']}: {res['format']}, {res['bytes']} bytes")
+    typer.echo(
+        f"input x ({shape}) = (N, C, T, V, M), {meta['stream']} stream of layout "
+        f"{meta['layout']}, {meta['num_frames']} frames -> logits (N, {len(res['classes'])})"
+    )
+    if meta["invariance"] != "none":
+        typer.echo(f"frame averaging: {meta['frame_averaging']}")
+
+
+@app.command("serve")
+def serve_cmd(
+    checkpoint: Annotated[str, typer.Argument(help="Checkpoint file or shipped model name.")],
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    max_upload_mb: Annotated[
+        float, typer.Option("--max-upload-mb", help="Largest accepted upload (MB).")
+    ] = 50.0,
+    max_frames: Annotated[
+        int, typer.Option("--max-frames", help="Longest accepted clip (frames).")
+    ] = 5000,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="Training data (store or clip folder) for explanations."),
+    ] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve a model over HTTP: web page at /, API docs at /docs, /predict and /explain."""
+    from protoskel.serve import serve
+
+    serve(
+        checkpoint,
+        host=host,
+        port=port,
+        max_upload_mb=max_upload_mb,
+        max_frames=max_frames,
+        data_root=data,
+        log_level=log_level,
+    )
+
+
 def main() -> None:
     """Console entry point: usage errors and protoskel errors exit with code 2."""
     try:
