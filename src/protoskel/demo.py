@@ -7,7 +7,7 @@ sample clip to try ``predict``/``explain`` on, and, when the explanation module 
 writes an explanation report. Everything goes under one output folder::
 
     OUT/data/                 prepared store (train: subjects 0-6, val: subjects 7-9)
-    OUT/run/best.pt, last.pt  checkpoints; log.csv; confusion.png
+    OUT/run/last.pt (the demo model), best.pt  checkpoints; log.csv; confusion.png
     OUT/sample_<class>.npz    one validation clip (generic NPZ)
     OUT/report/               explanation report (when protoskel.explain.report exists)
 """
@@ -37,15 +37,6 @@ def demo_config_path() -> Path:
     if not path.is_file():
         raise ConfigError(f"{path}: the packaged demo recipe is missing; reinstall protoskel")
     return path
-
-
-def _report_writer() -> Callable[..., Any] | None:
-    """``protoskel.explain.report.write_report`` when that module exists, else None."""
-    try:
-        from protoskel.explain import report
-    except ImportError:
-        return None
-    return getattr(report, "write_report", None)
 
 
 def _display_available() -> bool:
@@ -118,9 +109,9 @@ def run_demo(
         f"on {cfg.train.threads or 'all'} CPU thread(s) -> {run_dir}"
     )
     train(cfg, data_dir, run_dir, progress=progress)
-    best = run_dir / "best.pt"
-    log(f"[3/3] evaluating {best} on the validation subjects")
-    m = evaluate(best, data_dir, split=cfg.data.val_split, confusion_png=run_dir / "confusion.png")
+    ckpt = run_dir / "last.pt"  # the final model: no selection on the validation subjects
+    log(f"[3/3] evaluating {ckpt} on the validation subjects")
+    m = evaluate(ckpt, data_dir, split=cfg.data.val_split, confusion_png=run_dir / "confusion.png")
 
     val = open_store(data_dir).split(cfg.data.val_split)
     sample = val.get(0)
@@ -128,10 +119,12 @@ def run_demo(
     sample_path = write_generic_npz(sample, root / f"sample_{CLASSES[sample.label]}.npz")
 
     report_path: Path | None = None
-    writer = _report_writer() if report else None
-    if writer is not None:
+    if report:
+        from protoskel.explain.report import write_report
+
         log(f"writing an explanation report for {sample_path.name}")
-        res = writer(best, sample_path, root / "report")
+        # The store lets the report draw each prototype's source training segment.
+        res = write_report(ckpt, sample_path, root / "report", data_root=root / "data")
         report_path = Path(res) if res is not None else root / "report"
         if open_report and _display_available():
             import webbrowser
@@ -141,7 +134,7 @@ def run_demo(
     return {
         "out": str(root),
         "data": str(data_dir),
-        "checkpoint": str(best),
+        "checkpoint": str(ckpt),
         "top1": m["top1"],
         "mean_class_acc": m["mean_class_acc"],
         "n": m["n"],

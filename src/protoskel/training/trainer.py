@@ -440,7 +440,8 @@ def train(
                     "meta": meta,
                 }
                 top1 = row.get("val_top1")
-                if top1 is not None and top1 > best:
+                # A prototype model is only complete after projection (last epoch).
+                if top1 is not None and top1 > best and (proto is None or is_last):
                     best = top1
                     ck["best_top1"] = best
                     save_checkpoint(ck, out / "best.pt")
