@@ -32,7 +32,7 @@ def test_run_demo_tiny(tmp_path: Path) -> None:
         tmp_path / "d", epochs=1, report=False, open_report=False, progress=False, **TINY
     )
     ck = load_checkpoint(res["checkpoint"])
-    assert Path(res["checkpoint"]) == tmp_path / "d" / "run" / "best.pt"
+    assert Path(res["checkpoint"]) == tmp_path / "d" / "run" / "last.pt"
     assert ck["config"]["model"]["kwargs"]["width"] == 8 and ck["epoch"] == 1
     assert ck["classes"] == list(demo_classes())
     st = open_store(res["data"])
@@ -56,13 +56,13 @@ def test_cli_demo_prints_accuracy(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert r.exit_code == 0, r.output
     m = re.search(r"val accuracy (\d+\.\d)% .*chance 16\.7%, 6 clips", r.stdout)
     assert m is not None, r.stdout
-    assert f"checkpoint: {out / 'run' / 'best.pt'}" in r.stdout
-    assert (out / "run" / "best.pt").is_file() and (out / "run" / "log.csv").is_file()
+    assert f"checkpoint: {out / 'run' / 'last.pt'}" in r.stdout
+    assert (out / "run" / "last.pt").is_file() and (out / "run" / "log.csv").is_file()
 
     r = CliRunner().invoke(app, ["demo", "--out", str(out), "--epochs", "1", "--json", "--no-open"])
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout)
-    assert summary["checkpoint"] == str(out / "run" / "best.pt") and summary["n"] == 6
+    assert summary["checkpoint"] == str(out / "run" / "last.pt") and summary["n"] == 6
 
 
 def test_demo_refuses_foreign_data_folder_and_bad_values(tmp_path: Path) -> None:
