@@ -30,6 +30,10 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": FORMAT, "version": 1, **obj}, f)
+        # mkstemp creates 0600 files; give the checkpoint the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

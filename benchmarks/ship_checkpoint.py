@@ -1,0 +1,68 @@
+"""Ship a trained checkpoint inside the package (``protoskel models list`` shows it).
+
+The optimizer and RNG state are dropped, the model is evaluated on the given prepared store
+and the measured top-1 is written to ``src/protoskel/checkpoints/index.json`` with the
+command that reproduces it. Checkpoints hold weights, config, layout and class names only;
+prototype provenance is clip ids and frame ranges, never keypoints.
+
+    python benchmarks/ship_checkpoint.py RUN/last.pt --name NAME --data PREPARED_STORE
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from protoskel.training.checkpoint import load_checkpoint, save_checkpoint, shipped_dir
+from protoskel.training.trainer import evaluate
+
+
+def row_dataset(ck: dict) -> str:
+    """The dataset name a checkpoint was trained on."""
+    return str(ck["meta"].get("dataset", ""))
+
+
+def main() -> None:
+    """Strip, evaluate and register one checkpoint."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoint")
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--data", required=True)
+    args = ap.parse_args()
+    ck = load_checkpoint(args.checkpoint)
+    keep = ("model", "config", "layout", "classes", "in_channels", "epoch", "history", "meta")
+    slim = {k: ck[k] for k in keep if k in ck}
+    out = shipped_dir() / f"{args.name}.pt"
+    save_checkpoint(slim, out)
+    m = evaluate(out, args.data)
+    cfg = ck["config"]
+    row = {
+        "name": args.name,
+        "file": out.name,
+        "dataset": row_dataset(ck),
+        "protocol": ck["meta"].get("protocol", ""),
+        "split": m["split"],
+        "stream": cfg["data"]["stream"],
+        "backbone": cfg["model"]["backbone"],
+        "head": cfg["model"]["head"],
+        "invariance": cfg["model"]["invariance"],
+        "invariance_mode": cfg["model"]["invariance_mode"] if cfg["model"]["invariance"] else None,
+        "epochs": ck["epoch"],
+        "top1": round(m["top1"], 2),
+        "top5": round(m["top5"], 2),
+        "mean_class_acc": round(m["mean_class_acc"], 2),
+        "n": m["n"],
+        "reproduce": f"protoskel eval {args.name} --data prepared/{row_dataset(ck)} --json",
+    }
+    index = shipped_dir() / "index.json"
+    rows = json.loads(index.read_text())["models"] if index.is_file() else []
+    rows = [r for r in rows if r["name"] != args.name] + [row]
+    tmp = index.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"models": rows}, indent=2) + "\n")
+    os.replace(tmp, index)
+    print(json.dumps(row, indent=2))
+
+
+if __name__ == "__main__":
+    main()
