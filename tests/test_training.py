@@ -177,3 +177,20 @@ def test_prototype_model_trains_projects_and_keeps_no_keypoints(
     assert "keypoints" not in flat
     m = evaluate(tmp_path / "proto" / "last.pt", store)
     assert m["n"] == 15
+
+
+def test_frame_averaged_training_is_rotation_invariant(store: Path, tmp_path: Path) -> None:
+    """model.invariance: frame_averaging trains, and the saved model ignores clip rotations."""
+    from protoskel.models.invariance import random_rotation, rotate
+    from protoskel.training.trainer import load_for_eval
+
+    recipe = _recipe(
+        tmp_path, model={"invariance": "frame_averaging", "backbone": "stgcn"}, train={"epochs": 2}
+    )
+    train(load_config(recipe), store, tmp_path / "fa", progress=False)
+    _, model, _ = load_for_eval(tmp_path / "fa" / "last.pt")
+    x = torch.randn(4, 3, 12, 20, 1, generator=torch.Generator().manual_seed(0))
+    r = random_rotation(4, 3, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a, b = model(x), model(rotate(x, r, torch.tensor([0.3, -1.0, 2.0])))
+    assert (a - b).abs().max() < 1e-4
