@@ -5,12 +5,14 @@ Every registered backbone (with a linear head) and the reference CTR-GCN
 layout kinect-v1-20, 10 classes) and the NTU shape (C=3, T=100, V=25, M=2, layout ntu-25,
 60 classes). Ratios are against CTR-GCN measured in the same run.
 
-Timing is robust to a shared, noisy machine: models are measured round-robin (every repeat
-times each model once, so a burst of load hits all of them) and the best repeat is reported
-(load only ever adds time); the median is in the JSON output too.
+Timing is made robust to a shared, noisy machine: models are measured round-robin (every
+repeat times each model once, so a burst of load hits all of them) and the best repeat is
+reported (load only ever adds time); the median is in the JSON output too. ``--clock cpu
+--threads 1`` measures process CPU time instead, which other processes barely disturb.
 
     python benchmarks/speed.py                       # table on stdout
     python benchmarks/speed.py --json --repeats 5    # one JSON object on stdout
+    python benchmarks/speed.py --clock cpu --threads 1 --shapes nw-ucla
 """
 
 from __future__ import annotations
@@ -95,13 +97,20 @@ class Runner:
         with torch.no_grad():
             self.model(self.xi)
 
-    def timed(self, fn: Callable[[], None], iters: int, clips: int, train: bool) -> float:
+    def timed(
+        self,
+        fn: Callable[[], None],
+        iters: int,
+        clips: int,
+        train: bool,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> float:
         """Clips per second over ``iters`` calls of ``fn``."""
         self.model.train(train)
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(iters):
             fn()
-        return clips * iters / (time.perf_counter() - t0)
+        return clips * iters / (clock() - t0)
 
 
 def run_shape(
@@ -117,10 +126,11 @@ def run_shape(
         r.timed(r.infer_step, args.warmup, args.infer_batch, False)
     train: dict[str, list[float]] = {n: [] for n in names}
     infer: dict[str, list[float]] = {n: [] for n in names}
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     for rep in range(args.repeats):
         for r in runners:
-            train[r.name].append(r.timed(r.train_step, args.iters, args.batch, True))
-            infer[r.name].append(r.timed(r.infer_step, args.iters, args.infer_batch, False))
+            train[r.name].append(r.timed(r.train_step, args.iters, args.batch, True, clock))
+            infer[r.name].append(r.timed(r.infer_step, args.iters, args.infer_batch, False, clock))
         log(f"[{shape_name}] repeat {rep + 1}/{args.repeats} done")
     out: dict[str, Any] = {}
     for r in runners:
@@ -148,7 +158,7 @@ def print_table(results: dict[str, Any], meta: dict[str, Any]) -> None:
     print(
         f"torch {meta['torch']}, threads {meta['threads']}, batch {meta['batch']} (train), "
         f"{meta['infer_batch']} (inference), best of {meta['repeats']} repeats x "
-        f"{meta['iters']} iterations"
+        f"{meta['iters']} iterations, {meta['clock']} clock"
     )
     for shape_name, rows in results.items():
         s = SHAPES[shape_name]
@@ -179,6 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3, help="untimed warm-up iterations")
     p.add_argument("--repeats", type=int, default=3, help="repeats (best one is reported)")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    p.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall: elapsed time (default); cpu: process CPU time, steadier on a busy machine "
+        "(use with --threads 1, where CPU time is compute time)",
+    )
     p.add_argument("--set", action="append", default=[], help="backbone option key=value (JSON)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     args = p.parse_args(argv)
@@ -205,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         "iters": args.iters,
         "warmup": args.warmup,
         "repeats": args.repeats,
+        "clock": args.clock,
         "backbone_options": kw,
     }
     if args.json:

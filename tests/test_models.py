@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -30,6 +31,16 @@ from protoskel.models.graph import (
 )
 
 TINY = {"width": 16, "depth": 3}  # every registered backbone accepts width/depth
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny tensors gain nothing from threads, and on a busy machine threads only wait."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 # ---------------------------------------------------------------- graph
 
@@ -150,6 +161,8 @@ def test_multiscale_temporal_conv_shapes() -> None:
     for t in (13, 16):
         assert tcn(torch.randn(2, 24, t, 7)).shape == (2, 24, math.ceil(t / 2), 7)
     assert MultiScaleTemporalConv(8, 10, dilations=(1, 2, 3)).split == [2, 2, 2, 2, 2]
+    assert MultiScaleTemporalConv(8, 18).split == [4, 4, 4, 6]  # 1x1 branch takes the rest
+    assert MultiScaleTemporalConv(16, 8, stride=3)(torch.randn(1, 16, 7, 3)).shape == (1, 8, 3, 3)
     with pytest.raises(ConfigError, match="too small"):
         MultiScaleTemporalConv(8, 3)
 
@@ -261,6 +274,12 @@ def test_atgcn_default_plan_and_options() -> None:
     assert feats.shape == (1, 1, 256, 13, 20)
     narrow = build_model("atgcn", "kinect-v1-20", 10, width=32, depth=6, dropout=0.2)
     assert narrow.backbone.out_channels == 128
+    gcn_wide = build_model("atgcn", "kinect-v1-20", 10, widen="gcn")
+    assert gcn_wide.backbone.units[2].gcn.conv.out_channels == 128  # widens in the graph conv
+    assert model.backbone.units[2].gcn.conv.out_channels == 64  # default: in the temporal conv
+    assert gcn_wide.features(torch.randn(1, 3, 52, 20, 1)).shape == feats.shape
+    with pytest.raises(ConfigError, match="widen"):
+        build_model("atgcn", "kinect-v1-20", 10, widen="both")
     custom = build_model(
         "atgcn", "penn-13", 3, in_channels=2, channels=[16, 32], strides=[1, 3], groups=4
     )
@@ -272,6 +291,7 @@ def test_stage_plan() -> None:
         [64, 64, 64, 128, 128, 128, 256, 256, 256, 256],
         [1, 1, 1, 2, 1, 1, 2, 1, 1, 1],
     )
+    assert stage_plan(64, 10, late=False)[0] == [64] * 4 + [128] * 3 + [256] * 3
     assert stage_plan(48, 8) == ([48, 48, 96, 96, 96, 192, 192, 192], [1, 1, 2, 1, 1, 2, 1, 1])
     with pytest.raises(ConfigError, match="depth"):
         stage_plan(64, 2)
