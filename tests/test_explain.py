@@ -214,10 +214,12 @@ def test_demo_ends_with_a_report_and_opens_no_browser_headless(
     )
     rep = Path(res["report"])
     facts = json.loads((rep / "explanation.json").read_text())
-    assert facts["model"]["head"] == "linear" and facts["prototypes"] == []
-    assert facts["importance"]["method"] == "gradient_x_input"
+    # The demo trains a prototype model and passes its store: every prototype is drawn
+    # beside the training segment it was projected onto.
+    assert facts["model"]["head"] == "prototype" and facts["prototypes"]
+    assert all(p["source"] and p["source"]["found"] for p in facts["prototypes"])
     page = (rep / "index.html").read_text()
-    assert "linear head" in page and no_web_resources(page)
+    assert "prototype head" in page and no_web_resources(page)
     assert gif_frames(rep / "explanation.gif") > 1 and opened == []
 
 
