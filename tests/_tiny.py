@@ -51,3 +51,20 @@ def write_tiny_store(out: Path, n_train: int = 36, n_val: int = 15) -> Path:
         layout="kinect-v1-20",
         classes=CLASSES,
     )
+
+
+def tiny_recipe(**model: object) -> dict:
+    """A seconds-long training recipe (atgcn width 8) for test models; ``model`` overrides."""
+    return {
+        "model": {"backbone": "atgcn", "kwargs": {"width": 8, "depth": 3, "groups": 2}, **model},
+        "data": {"num_frames": 16},
+        "train": {
+            "epochs": 2,
+            "batch_size": 8,
+            "optimizer": "adamw",
+            "lr": 0.003,
+            "warmup_epochs": 0,
+            "threads": 1,
+            "push_epochs": 1,
+        },
+    }

@@ -11,6 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from _tiny import tiny_recipe
 from conftest import dataset_dir
 from protoskel.cli import app
 from protoskel.data.store import open_store
@@ -29,19 +30,7 @@ from protoskel.training.trainer import train
 
 ort = pytest.importorskip("onnxruntime")
 
-TINY = {
-    "model": {"backbone": "atgcn", "kwargs": {"width": 8, "depth": 3, "groups": 2}},
-    "data": {"num_frames": 16},
-    "train": {
-        "epochs": 2,
-        "batch_size": 8,
-        "optimizer": "adamw",
-        "lr": 0.003,
-        "warmup_epochs": 0,
-        "threads": 1,
-        "push_epochs": 1,
-    },
-}
+TINY = tiny_recipe()
 VARIANTS = {
     "linear": {},
     "fa": {"invariance": "frame_averaging"},

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from _tiny import tiny_recipe
+
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
@@ -32,19 +34,7 @@ from protoskel.serve import create_app
 from protoskel.training.config import config_from_dict
 from protoskel.training.trainer import train
 
-TINY = {
-    "model": {"backbone": "atgcn", "kwargs": {"width": 8, "depth": 3, "groups": 2}},
-    "data": {"num_frames": 16},
-    "train": {
-        "epochs": 2,
-        "batch_size": 8,
-        "optimizer": "adamw",
-        "lr": 0.003,
-        "warmup_epochs": 0,
-        "threads": 1,
-        "push_epochs": 1,
-    },
-}
+TINY = tiny_recipe()
 PROTO = {"head": "prototype", "head_kwargs": {"window": 2, "proto_dim": 8}}
 
 

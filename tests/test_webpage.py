@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from _tiny import tiny_recipe
 from conftest import dataset_dir
 from protoskel.data.readers import write_generic_npz
 from protoskel.data.store import open_store
@@ -45,24 +46,7 @@ FLAGS = (
     "--disable-sync",
     "--window-size=1200,1400",
 )
-TINY = {
-    "model": {
-        "backbone": "atgcn",
-        "kwargs": {"width": 8, "depth": 3, "groups": 2},
-        "head": "prototype",
-        "head_kwargs": {"window": 2, "proto_dim": 8},
-    },
-    "data": {"num_frames": 16},
-    "train": {
-        "epochs": 2,
-        "batch_size": 8,
-        "optimizer": "adamw",
-        "lr": 0.003,
-        "warmup_epochs": 0,
-        "threads": 1,
-        "push_epochs": 1,
-    },
-}
+TINY = tiny_recipe(head="prototype", head_kwargs={"window": 2, "proto_dim": 8})
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
