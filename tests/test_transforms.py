@@ -11,6 +11,7 @@ from protoskel.data.transforms import (
     AugmentConfig,
     align_view,
     augment,
+    box_normalize,
     center,
     eval_positions,
     frame_mask,
@@ -119,6 +120,27 @@ def test_normalize_combines_and_validates() -> None:
     assert torch.allclose(_combo(y, K3.center)[:, :, 0, 0], torch.zeros(2, 3), atol=1e-5)
     with pytest.raises(ConfigError):
         normalize(x, K3, center="middle")
+
+
+def test_box_normalize_fills_unit_box_per_axis_and_keeps_empty_slots() -> None:
+    x = _clips(3, 3, 6, 20, 2, seed=4) * torch.tensor([5.0, 1.0, 0.2])[None, :, None, None, None]
+    x[:, :, 4:] = 0  # frames past the clip's end
+    x[1, :, :, :, 1] = 0  # an absent second person
+    x[2, 2] = torch.where(x[2, 2] != 0, 0.7, 0.0)  # a flat axis is only centred, not blown up
+    mask = frame_mask(x)
+    y = box_normalize(x, mask)
+    valid = mask[:, None, :, None, :].expand_as(x)
+    for n in range(3):
+        for c in range(3 if n < 2 else 2):
+            vals = y[n, c][valid[n, c]]
+            assert vals.min().item() == pytest.approx(-1.0) and vals.max().item() == pytest.approx(
+                1.0
+            )
+    assert (y[2, 2][valid[2, 2]] == 0).all()
+    assert (y[~valid] == 0).all() and torch.isfinite(y).all()
+    # Invariant to each clip's size and position; normalize(box=True) ends with it.
+    assert torch.allclose(box_normalize(x * 3.0 + 1.0, mask), y, atol=1e-5)
+    assert torch.allclose(normalize(x, K3, mask, center="first", box=True), y, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------ sampling

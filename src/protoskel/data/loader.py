@@ -20,6 +20,7 @@ from protoskel.data.transforms import (
     STREAMS,
     AugmentConfig,
     augment,
+    box_normalize,
     eval_positions,
     gather_frames,
     make_stream,
@@ -234,8 +235,10 @@ class ClipLoader:
         x, mask = gather_frames(
             self._kp, starts, lengths.repeat_interleave(k), pos, interpolate=self.interpolate
         )
-        x = normalize(x, self.layout, mask, **self.normalize)
+        x = normalize(x, self.layout, mask, **{**self.normalize, "box": False})
         if generator is not None and self.train:
             x, mask = augment(x, self.layout, self.augment, generator, mask)
+        if self.normalize["box"]:
+            x = box_normalize(x, mask)
         x = make_stream(x, self.stream, self.layout, mask)
         return x, self._labels[idx]

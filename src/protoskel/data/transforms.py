@@ -33,6 +33,7 @@ __all__ = [
     "AugmentConfig",
     "align_view",
     "augment",
+    "box_normalize",
     "center",
     "eval_positions",
     "frame_mask",
@@ -56,7 +57,7 @@ DEFAULT_AUGMENT: dict[str, Any] = {
 }
 
 #: Centre on the layout's centre joint at the first valid frame (CTR-GCN's UCLA feeder).
-DEFAULT_NORMALIZE: dict[str, Any] = {"center": "first", "scale": False, "align": None}
+DEFAULT_NORMALIZE: dict[str, Any] = {"center": "first", "scale": False, "align": None, "box": False}
 
 _EPS = 1e-6
 
@@ -192,6 +193,25 @@ def align_view(
     return _apply_linear(x, view_rotation(x, layout, mask, mode=mode))
 
 
+def box_normalize(x: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Map each clip's coordinates, axis by axis, onto ``[-1, 1]`` over its valid slots.
+
+    This is the per-axis min-max rescaling of the CTR-GCN NW-UCLA feeder: it removes the subject's
+    size and distance to the camera (and the aspect of the motion's bounding box). An axis whose
+    extent is zero is only centred. Empty slots stay zero.
+    """
+    mask = frame_mask(x) if mask is None else mask
+    valid = _expand_mask(mask, x.dtype).bool().expand_as(x)
+    big = torch.finfo(x.dtype).max
+    lo = torch.where(valid, x, torch.full_like(x, big)).amin(dim=(2, 3, 4), keepdim=True)
+    hi = torch.where(valid, x, torch.full_like(x, -big)).amax(dim=(2, 3, 4), keepdim=True)
+    has = valid.any(dim=4).any(dim=3).any(dim=2)[:, :, None, None, None]
+    lo, hi = torch.where(has, lo, 0.0), torch.where(has, hi, 0.0)
+    half = (hi - lo) / 2
+    half = torch.where(half > _EPS, half, torch.ones_like(half))
+    return (x - (hi + lo) / 2) / half * valid.to(x.dtype)
+
+
 def normalize(
     x: Tensor,
     layout: Layout,
@@ -200,8 +220,13 @@ def normalize(
     center: str | None = "first",
     scale: bool = False,
     align: str | None = None,
+    box: bool = False,
 ) -> Tensor:
-    """Centre (``"first"``/``"frame"``/None), optionally scale, align (``"first"``/``"mean"``)."""
+    """Centre (``"first"``/``"frame"``/None), scale, align (``"first"``/``"mean"``), then box.
+
+    ``box`` (:func:`box_normalize`) comes last; the training loader applies it after augmentation
+    so a rotated clip is boxed again, as in the CTR-GCN feeder.
+    """
     mask = frame_mask(x) if mask is None else mask
     if center not in ("first", "frame", None):
         raise ConfigError(f"normalize.center must be 'first', 'frame' or null, got {center!r}")
@@ -211,6 +236,8 @@ def normalize(
         x = normalize_scale(x, layout, mask)
     if align is not None:
         x = align_view(x, layout, mask, mode=align)
+    if box:
+        x = box_normalize(x, mask)
     return x
 
 
