@@ -85,3 +85,25 @@ def test_fit_weights_prefers_the_informative_member() -> None:
     w = fit_weights([noise, good], y, step=0.25)
     assert w[1] > w[0]
     assert sum(w) == pytest.approx(1.0)
+
+
+def test_box_normalisation_moves_inside_the_invariance_wrapper() -> None:
+    from protoskel.layouts import get_layout
+    from protoskel.training.trainer import build_model_from_config
+
+    plain = load_config(None, ["data.normalize={center: first, box: true}"])
+    assert plain.loader_normalize() == {"center": "first", "box": True}
+    fa = load_config(
+        None,
+        [
+            "data.normalize={center: first, box: true}",
+            "model.invariance=frame_averaging",
+            "model.invariance_train=sample",
+            "model.kwargs={width: 8, depth: 3, groups: 2}",
+        ],
+    )
+    # Boxing in the camera frame would break invariance: the loader skips it, the wrapper does it.
+    assert fa.loader_normalize() == {"center": "first", "box": False}
+    model = build_model_from_config(fa, get_layout("kinect-v1-20"), 4, 3)
+    assert model.box and model.train_sample
+    assert load_config(None).loader_normalize() is None

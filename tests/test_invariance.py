@@ -329,6 +329,49 @@ def test_random_rotation_and_rotate_helpers() -> None:
     assert torch.allclose(moved[..., 0], torch.einsum("nij,njtv->nitv", r[:2], x[..., 0]) + 1)
 
 
+def test_train_sample_runs_one_frame_per_clip_and_eval_still_averages() -> None:
+    calls: list[int] = []
+
+    class Counting(TinyNet):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append(x.shape[0])
+            return super().forward(x)
+
+    x = _clips(6)
+    fa = wrap_invariance(Counting(), "frame_averaging", train="sample")
+    full = wrap_invariance(Counting(), "frame_averaging")
+    fa.train()
+    torch.manual_seed(0)
+    out = fa(x)
+    assert calls == [6] and out.shape == (6, 5)
+    # The one-frame output is the model on one of the clip's own canonical inputs.
+    with torch.no_grad():
+        per_frame = fa.model(fa.canonicalize(x).flatten(0, 1)).reshape(6, -1, 5)
+    assert all(
+        any(torch.allclose(out[i], per_frame[i, f], atol=1e-6) for f in range(per_frame.shape[1]))
+        for i in range(6)
+    )
+    calls.clear()
+    fa.eval()
+    y = rotate(x, random_rotation(1, generator=_gen(3))[0], torch.tensor([1.0, -2.0, 0.5]))
+    assert calls == [] and _max_change(fa, x, y) < TOL and calls == [24, 24]
+    assert torch.allclose(fa(x), full(x))
+    with pytest.raises(ConfigError, match="'invariance_train'"):
+        wrap_invariance(TinyNet(), "frame_averaging", train="one")
+
+
+def test_box_normalisation_inside_the_wrapper_keeps_invariance() -> None:
+    x = _clips(5)
+    boxed = FrameAveraging(TinyNet(), box=True).eval()
+    plain = FrameAveraging(TinyNet()).eval()
+    y = rotate(x * 1.0, random_rotation(1, generator=_gen(7))[0], torch.tensor([0.3, 2.0, -1.0]))
+    assert _max_change(boxed, x, y) < TOL
+    # Boxing is scale-free too, and it really changes what the model sees.
+    assert _max_change(boxed, x, x * 2.5) < TOL and _max_change(plain, x, x * 2.5) > CHANGE
+    z = boxed.canonicalize(x)
+    assert torch.allclose(z.amax(dim=(3, 4, 5)), torch.ones(5, z.shape[1], 3), atol=1e-5)
+
+
 def test_bad_settings_raise_config_errors() -> None:
     model = TinyNet()
     with pytest.raises(ConfigError, match="invariance_mode"):

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from protoskel.data.transforms import box_normalize
 from protoskel.errors import CheckpointError, ConfigError
 from protoskel.models.invariance import (
     _FLAT_TOL,
@@ -282,6 +283,7 @@ class TraceableFrameAveraging(nn.Module):
         self.coords = int(fa.coords if fa.coords is not None else min(in_channels, 3))
         self.eps = float(fa.eps)
         self.center = bool(fa.center)
+        self.box = bool(getattr(fa, "box", False))
 
     def forward(self, x: Tensor) -> Tensor:
         """Mean over the clip's frames of ``model(R^T (x - c))``: logits (N, K)."""
@@ -295,7 +297,10 @@ class TraceableFrameAveraging(nn.Module):
         )
         z = canonicalize(x, fr)  # (N, F, C, T, V, M)
         f = z.shape[1]
-        out = self.model(z.flatten(0, 1))
+        z = z.flatten(0, 1)
+        if self.box:
+            z = box_normalize(z)
+        out = self.model(z)
         return out.reshape(-1, f, out.shape[-1]).mean(dim=1)
 
 
@@ -351,7 +356,8 @@ def export_metadata(ck: dict[str, Any]) -> dict[str, str]:
         "in_channels": str(int(ck["in_channels"])),
         "input": f"{INPUT_NAME}: float32 (N, C, T, V, M) prepared clip (N, M dynamic)",
         "output": f"{OUTPUT_NAME}: float32 (N, K) class logits (softmax for probabilities)",
-        "normalize": json.dumps(cfg.data.normalize or {}),
+        # What the caller applies before the graph (box moves inside with frame averaging).
+        "normalize": json.dumps(cfg.loader_normalize() or {}),
         "test_clips": str(cfg.data.test_clips),
         "backbone": cfg.model.backbone,
         "head": cfg.model.head,

@@ -134,7 +134,7 @@ class Predictor:
         self.stream: str = self.config.data.stream
         self.num_frames: int = int(self.config.data.num_frames)
         self.test_clips: int = int(self.config.data.test_clips)
-        self.normalize: dict[str, Any] | None = dict(self.config.data.normalize) or None
+        self.normalize: dict[str, Any] | None = self.config.loader_normalize()
         self.in_channels: int = int(checkpoint["in_channels"])
         self.num_persons: int | None = self._persons()
 

@@ -331,7 +331,13 @@ class FrameAveraging(nn.Module):
     averages the outputs (exact invariance); ``mode="canonical"`` runs it once on a single
     deterministic frame (invariant except at measure-zero ties of the third moments).
     ``reflections=True`` adds mirror images to the invariance group; ``center=False`` drops the
-    translation part (for bone and motion streams, which are translation-free). After each forward,
+    translation part (for bone and motion streams, which are translation-free).
+    ``train_sample=True`` makes a training-mode forward (``mode="average"`` only) run each clip in
+    just one of its frames, drawn uniformly from torch's global generator: an unbiased one-sample
+    estimate of the average at the cost of the unwrapped model, while evaluation still averages
+    over all frames and stays exactly invariant. ``box=True`` applies the per-axis box
+    normalisation (:func:`protoskel.data.transforms.box_normalize`) to each canonical copy, where
+    it no longer depends on the camera (in the camera's frame it would). After each forward,
     ``last_stats`` counts the clips that were tied / single points / of reduced invariance, and
     ``warning`` is a message when some clip had reduced invariance (else ``None``).
     """
@@ -344,6 +350,8 @@ class FrameAveraging(nn.Module):
         coords: int | None = None,
         eps: float = DEFAULT_EPS,
         center: bool = True,
+        train_sample: bool = False,
+        box: bool = False,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -360,6 +368,8 @@ class FrameAveraging(nn.Module):
         self.coords = coords
         self.eps = eps
         self.center = center
+        self.train_sample = train_sample
+        self.box = box
         self.warning: str | None = None
         self.last_stats: dict[str, int] = {}
 
@@ -367,7 +377,7 @@ class FrameAveraging(nn.Module):
         """Settings shown by print(module)."""
         return (
             f"mode={self.mode!r}, reflections={self.reflections}, coords={self.coords}, "
-            f"center={self.center}"
+            f"center={self.center}, train_sample={self.train_sample}, box={self.box}"
         )
 
     def frames(self, x: Tensor) -> Frames:
@@ -383,14 +393,26 @@ class FrameAveraging(nn.Module):
 
     def canonicalize(self, x: Tensor) -> Tensor:
         """Canonicalised inputs (N, F, C, T, V, M) the wrapped model sees."""
-        return canonicalize(x, self.frames(x))
+        return self._inputs(x, self.frames(x))
+
+    def _inputs(self, x: Tensor, fr: Frames) -> Tensor:
+        """Canonical copies of ``x`` in the frames ``fr``, box-normalised when ``box``."""
+        z = canonicalize(x, fr)
+        if self.box:
+            from protoskel.data.transforms import box_normalize
+
+            z = box_normalize(z.flatten(0, 1)).reshape(z.shape)
+        return z
 
     def _run(self, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
         """Apply ``fn`` to all canonicalised inputs in one batch and average over frames."""
         fr = self.frames(x)
         self._record(fr)
-        z = canonicalize(x, fr)
+        z = self._inputs(x, fr)
         n, f = z.shape[:2]
+        if self.training and self.train_sample and f > 1:
+            pick = torch.randint(f, (n,), device=z.device)
+            return fn(z[torch.arange(n, device=z.device), pick])
         out = fn(z.reshape(n * f, *z.shape[2:]))
         return out.reshape(n, f, *out.shape[1:]).mean(dim=1)
 
@@ -432,10 +454,16 @@ def wrap_invariance(
     reflections: bool = False,
     coords: int | None = None,
     center: bool = True,
+    train: str = "all",
+    box: bool = False,
 ) -> nn.Module:
-    """Apply the config keys ``invariance`` (none | frame_averaging) and ``invariance_mode``.
+    """Apply the config keys ``invariance``, ``invariance_mode`` and ``invariance_train``.
 
-    Pass ``center=False`` for translation-free streams (bone, joint_motion, bone_motion).
+    ``invariance`` is none or frame_averaging; ``train`` is ``"all"`` (every frame in training
+    too) or ``"sample"`` (one random frame per clip while training, see :class:`FrameAveraging`).
+
+    Pass ``center=False`` for translation-free streams (bone, joint_motion, bone_motion) and
+    ``box=True`` to box-normalise in the canonical frame (see :class:`FrameAveraging`).
     """
     if invariance in (None, "", "none"):
         return model
@@ -448,7 +476,19 @@ def wrap_invariance(
         raise ConfigError(
             f"config key 'invariance_mode': unknown value {mode!r}; use one of {list(MODES)}"
         )
-    return FrameAveraging(model, mode=mode, reflections=reflections, coords=coords, center=center)
+    if train not in ("all", "sample"):
+        raise ConfigError(
+            f"config key 'invariance_train': unknown value {train!r}; use 'all' or 'sample'"
+        )
+    return FrameAveraging(
+        model,
+        mode=mode,
+        reflections=reflections,
+        coords=coords,
+        center=center,
+        train_sample=train == "sample",
+        box=box,
+    )
 
 
 def random_rotation(

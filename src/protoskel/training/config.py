@@ -30,6 +30,8 @@ class ModelConfig:
     # View invariance: null, or "frame_averaging" (see docs/invariance.md).
     invariance: str | None = None
     invariance_mode: str = "average"
+    # "all": train on every frame (F x the cost); "sample": one random frame per clip and step.
+    invariance_train: str = "all"
 
 
 @dataclass
@@ -84,6 +86,17 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (what checkpoints store)."""
         return asdict(self)
+
+    def loader_normalize(self) -> dict[str, Any] | None:
+        """``data.normalize`` as the data loader applies it.
+
+        With a view-invariance wrapper, box normalisation moves into the wrapper (after
+        canonicalisation), because boxing in the camera's frame would depend on the camera.
+        """
+        norm = dict(self.data.normalize)
+        if self.model.invariance not in (None, "", "none") and norm.get("box"):
+            norm["box"] = False
+        return norm or None
 
     def validate(self) -> Config:
         """Check values that types alone cannot; raise ConfigError naming the key."""

@@ -7,6 +7,7 @@ import csv
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,8 @@ def build_model_from_config(
             c.model.invariance_mode,
             coords=in_channels,
             center=c.data.stream == "joint",
+            train=c.model.invariance_train,
+            box=bool(c.data.normalize.get("box", False)),
         )
     return model
 
@@ -183,7 +186,7 @@ def _loader(split: Any, layout: Layout, cfg: Config, train: bool, dist: DistInfo
         num_clips=1 if train else cfg.data.test_clips,
         rank=dist.rank if train else 0,
         world_size=dist.world_size if train else 1,
-        normalize=cfg.data.normalize or None,
+        normalize=cfg.loader_normalize(),
     )
 
 
@@ -283,7 +286,7 @@ def _push(
         layout,
         num_frames=cfg.data.num_frames,
         stream=cfg.data.stream,
-        normalize=cfg.data.normalize or None,
+        normalize=cfg.loader_normalize(),
         epochs=cfg.train.push_epochs,
         lr=cfg.train.push_lr,
         classes=classes,
@@ -463,8 +466,12 @@ def checkpoint_probs(
     split: str | None = None,
     clips: int | None = None,
     indices: np.ndarray | None = None,
+    edit: Callable[[Any], Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any], list[str]]:
-    """Class probabilities of one checkpoint on a split (optionally a subset of its clips)."""
+    """Class probabilities of one checkpoint on a split (optionally a subset of its clips).
+
+    ``edit`` maps the (subset) split to a modified one before loading, e.g. rotated copies.
+    """
     from protoskel.data.store import open_store
 
     ck, model, cfg = load_for_eval(checkpoint)
@@ -484,6 +491,8 @@ def checkpoint_probs(
     sp = store.split(name)
     if indices is not None:
         sp = subset_split(sp, indices)
+    if edit is not None:
+        sp = edit(sp)
     if clips is not None:
         cfg.data.test_clips = clips
     loader = _loader(sp, lay, cfg, False, DistInfo())
