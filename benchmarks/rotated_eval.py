@@ -1,0 +1,91 @@
+"""Top-1 of checkpoints on a split as recorded and on seeded rotated copies of it, with eval cost.
+
+Every clip of the split is turned by its own rotation (one per clip, fixed seed) about the origin
+of the recorded coordinates: ``vertical`` draws an angle in [0, 2 pi) about the layout's up axis
+as measured by the camera (y for Kinect), ``random`` draws a Haar-uniform 3D rotation. The same
+rotations are used for every checkpoint, so the columns are comparable.
+
+    python benchmarks/rotated_eval.py CHECKPOINT... --data PREPARED [--split val] [--seed 0]
+        [--sets original,vertical,random] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from protoskel.models.invariance import random_rotation
+from protoskel.training.trainer import _Subset, checkpoint_probs, subset_split
+
+SETS = ("original", "vertical", "random")
+
+
+def clip_rotations(n: int, kind: str, seed: int) -> np.ndarray:
+    """One rotation per clip, (n, 3, 3): identity, about +y, or Haar-uniform."""
+    g = torch.Generator().manual_seed(seed)
+    if kind == "original":
+        return np.broadcast_to(np.eye(3), (n, 3, 3)).copy()
+    if kind == "vertical":
+        a = torch.rand(n, generator=g, dtype=torch.float64) * 2 * np.pi
+        c, s = torch.cos(a), torch.sin(a)
+        one, zero = torch.ones(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+        rot = torch.stack([c, zero, s, zero, one, zero, -s, zero, c], 1).reshape(n, 3, 3)
+        return rot.numpy()
+    if kind == "random":
+        return random_rotation(n, 3, g, dtype=torch.float64).numpy()
+    raise SystemExit(f"unknown rotated set {kind!r}; choose from {', '.join(SETS)}")
+
+
+def rotated(split: Any, rotations: np.ndarray) -> _Subset:
+    """Copy of a split whose clip i is turned by ``rotations[i]`` (zero slots stay zero)."""
+    sub = subset_split(split, np.arange(len(split)))
+    per_row = np.repeat(rotations, np.diff(sub.offsets), axis=0)  # (rows, 3, 3)
+    kp = sub.keypoints.astype(np.float64)  # (rows, M, V, C)
+    kp[..., :3] = np.einsum("rij,rmvj->rmvi", per_row, kp[..., :3])
+    sub.keypoints = kp.astype(np.float32)
+    return sub
+
+
+def main() -> None:
+    """Print a table of top-1 per checkpoint and rotated set, and inference clips/s."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoints", nargs="+")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--split", default=None, help="default: the recipe's val split")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sets", default=",".join(SETS))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    sets = [s for s in args.sets.split(",") if s]
+    out: dict[str, dict[str, float]] = {}
+    for ck in args.checkpoints:
+        row: dict[str, float] = {}
+        for kind in sets:
+
+            def edit(sp: Any, kind: str = kind) -> _Subset:
+                return rotated(sp, clip_rotations(len(sp), kind, args.seed))
+
+            t0 = time.perf_counter()
+            probs, labels, _, _ = checkpoint_probs(ck, args.data, args.split, edit=edit)
+            secs = time.perf_counter() - t0
+            row[kind] = float(100 * (probs.argmax(1) == labels).mean())
+            row[f"{kind}_clips_per_s"] = len(labels) / secs
+        out[ck] = row
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return
+    print(f"{'checkpoint':<60} " + " ".join(f"{s:>9}" for s in sets) + "  clips/s")
+    for ck, row in out.items():
+        rate = np.mean([row[f"{s}_clips_per_s"] for s in sets])
+        print(f"{ck:<60} " + " ".join(f"{row[s]:9.2f}" for s in sets) + f"  {rate:7.1f}")
+
+
+if __name__ == "__main__":
+    main()
