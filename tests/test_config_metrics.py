@@ -107,3 +107,10 @@ def test_box_normalisation_moves_inside_the_invariance_wrapper() -> None:
     model = build_model_from_config(fa, get_layout("kinect-v1-20"), 4, 3)
     assert model.box and model.train_sample
     assert load_config(None).loader_normalize() is None
+
+
+def test_exponent_numbers_without_a_dot_are_numbers() -> None:
+    # YAML 1.1 reads 1e-3 as text; --set train.lr=1e-3 is what people type.
+    assert load_config(None, ["train.lr=1e-3"]).train.lr == pytest.approx(1e-3)
+    with pytest.raises(ConfigError, match=r"train\.lr: expected a number, got 'fast'"):
+        load_config(None, ["train.lr=fast"])

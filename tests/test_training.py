@@ -194,3 +194,29 @@ def test_frame_averaged_training_is_rotation_invariant(store: Path, tmp_path: Pa
     with torch.no_grad():
         a, b = model(x), model(rotate(x, r, torch.tensor([0.3, -1.0, 2.0])))
     assert (a - b).abs().max() < 1e-4
+
+
+def test_warm_start_copies_the_backbone_into_a_prototype_model(store: Path, tmp_path: Path) -> None:
+    lin = load_config(_recipe(tmp_path), ["train.epochs=1"])
+    train(lin, store, tmp_path / "lin", progress=False)
+    src = _weights(tmp_path / "lin" / "last.pt")
+    proto = load_config(
+        _recipe(tmp_path, model={"head": "prototype"}),
+        [
+            "train.epochs=1",
+            "train.lr=1e-12",
+            "train.push_epochs=0",
+            f"train.init={tmp_path}/lin/last.pt",
+        ],
+    )
+    train(proto, store, tmp_path / "proto", progress=False, max_epochs=1)
+    ck = load_checkpoint(tmp_path / "proto" / "last.pt")
+    got = ck["model"]
+    backbone = [k for k in src if k.startswith("backbone.") and k.endswith("weight")]
+    assert backbone and all(torch.allclose(got[k], src[k], atol=1e-6) for k in backbone)
+    assert ck["meta"]["init"]["copied"] >= len(backbone) and ck["meta"]["init"]["fresh"] > 0
+    other = load_config(
+        _recipe(tmp_path, model={"backbone": "stgcn"}), [f"train.init={tmp_path}/lin/last.pt"]
+    )
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        train(other, store, tmp_path / "bad", progress=False)

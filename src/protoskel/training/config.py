@@ -69,6 +69,9 @@ class TrainConfig:
     seed: int = 1
     eval_every: int = 1
     threads: int = 0  # 0: leave torch's default
+    # Warm start: a checkpoint (path or shipped name) whose parameters of matching name and
+    # shape (e.g. the backbone of a linear-head run) initialise this model.
+    init: str = ""
     # Prototype heads only: last-layer fine-tuning after projecting prototypes (ProtoPNet).
     push_epochs: int = 20
     push_lr: float = 1e-3
@@ -164,6 +167,12 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-3" (no dot) as a string; accept plain numeric text.
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)

@@ -295,6 +295,32 @@ def _push(
     return {"pushed_prototypes": len(res["provenance"])}
 
 
+def warm_start(model: nn.Module, checkpoint: str | Path) -> dict[str, Any]:
+    """Copy the parameters and buffers of ``checkpoint`` whose name and shape match into ``model``.
+
+    Returns the source and the counts of copied and freshly initialised entries. Raises when a
+    shared name has another shape or when less than half of the source matches: that is a
+    different architecture, and copying a few stray tensors would pass silently.
+    """
+    ck = load_checkpoint(checkpoint)
+    src = ck["model"]
+    own = model.state_dict()
+    clash = [k for k, v in src.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    take = {k: v for k, v in src.items() if k in own and k not in clash}
+    if clash or 2 * len(take) < len(src):
+        why = (
+            f"{clash[0]} has shape {tuple(src[clash[0]].shape)} there"
+            if clash
+            else (f"only {len(take)} of its {len(src)} tensors exist in this model")
+        )
+        raise CheckpointError(
+            f"{ck['path']}: train.init does not fit this model ({why}); initialise from a run "
+            "of the same backbone and width"
+        )
+    model.load_state_dict(take, strict=False)
+    return {"checkpoint": str(ck["path"]), "copied": len(take), "fresh": len(own) - len(take)}
+
+
 def train(
     cfg: Config,
     data_dir: str | Path,
@@ -329,6 +355,7 @@ def train(
 
     torch.manual_seed(cfg.train.seed)
     model = build_model_from_config(cfg, layout, len(classes), in_channels)
+    init_info = warm_start(model, cfg.train.init) if cfg.train.init and not resume else None
     if dist.enabled:
         model = convert_sync_batchnorm(model)
     optimizer = _make_optimizer(model, cfg)
@@ -349,6 +376,7 @@ def train(
         start_epoch, best = int(ck["epoch"]), float(ck.get("best_top1", -1.0))
         history = list(ck.get("history", []))
         torch.set_rng_state(ck["rng"])
+        init_info = ck.get("meta", {}).get("init")
 
     net: nn.Module = model
     if dist.enabled:
@@ -368,6 +396,8 @@ def train(
         "num_persons": int(store.manifest.get("num_persons", 1)),
         "holdout_ids": [],
     }
+    if init_info is not None:
+        meta["init"] = init_info
     if len(held):
         meta["holdout_ids"] = [store.split(cfg.data.train_split).ids[i] for i in held]
 
