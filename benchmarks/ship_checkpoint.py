@@ -15,7 +15,8 @@ import json
 import os
 
 from protoskel.training.checkpoint import load_checkpoint, save_checkpoint, shipped_dir
-from protoskel.training.trainer import evaluate
+from protoskel.training.config import config_from_dict
+from protoskel.training.trainer import architecture, evaluate
 
 
 def row_dataset(ck: dict) -> str:
@@ -31,8 +32,21 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     args = ap.parse_args()
     ck = load_checkpoint(args.checkpoint)
-    keep = ("model", "config", "layout", "classes", "in_channels", "epoch", "history", "meta")
+    keep = (
+        "model",
+        "config",
+        "layout",
+        "classes",
+        "in_channels",
+        "arch",
+        "epoch",
+        "history",
+        "meta",
+    )
     slim = {k: ck[k] for k in keep if k in ck}
+    # Runs started before checkpoints recorded their options get them from today's defaults;
+    # the evaluation below fails if those no longer build the trained network.
+    slim.setdefault("arch", architecture(config_from_dict(ck["config"])))
     out = shipped_dir() / f"{args.name}.pt"
     save_checkpoint(slim, out)
     m = evaluate(out, args.data)

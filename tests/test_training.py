@@ -220,3 +220,17 @@ def test_warm_start_copies_the_backbone_into_a_prototype_model(store: Path, tmp_
     )
     with pytest.raises(CheckpointError, match="does not fit this model"):
         train(other, store, tmp_path / "bad", progress=False)
+
+
+def test_checkpoint_rebuilds_from_its_recorded_architecture(store: Path, tmp_path: Path) -> None:
+    from protoskel.training.checkpoint import build_from_checkpoint
+
+    cfg = load_config(_recipe(tmp_path), ["train.epochs=1"])
+    train(cfg, store, tmp_path / "run", progress=False)
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ck["arch"]["backbone"]["width"] == 8 and ck["arch"]["backbone"]["kernel_size"] == 5
+    assert ck["arch"]["head"] == {"dropout": 0.0}
+    # A later default or recipe change must not change the network the checkpoint describes.
+    ck["config"]["model"]["kwargs"] = {}
+    model = build_from_checkpoint(ck)
+    assert model.backbone.out_channels == ck["model"]["head.fc.weight"].shape[1]

@@ -19,6 +19,7 @@ __all__ = [
     "list_heads",
     "register_backbone",
     "register_head",
+    "resolved_options",
 ]
 
 _BACKBONES: dict[str, type[nn.Module]] = {}
@@ -147,3 +148,29 @@ def build_model(
     except (TypeError, ValueError) as e:
         raise ConfigError(f"bad option value for backbone {name!r} / head {head!r}: {e}") from None
     return Classifier(backbone, head_mod)
+
+
+def _defaults(fn: Callable[..., Any]) -> dict[str, Any]:
+    """Keyword defaults of a backbone class or head factory (without the fixed arguments)."""
+    fixed = {"self", "layout", "in_channels", "num_classes"}
+    return {
+        k: p.default
+        for k, p in inspect.signature(fn).parameters.items()
+        if k not in fixed and p.default is not inspect.Parameter.empty
+    }
+
+
+def resolved_options(name: str, head: str = "linear", **kw: Any) -> dict[str, dict[str, Any]]:
+    """Every backbone and head option :func:`build_model` would use, defaults filled in.
+
+    Checkpoints store this so they rebuild the same network after a default changes.
+    """
+    _load_builtins()
+    if name not in _BACKBONES or head not in _HEADS:
+        raise ConfigError(f"unknown backbone {name!r} or head {head!r}")
+    head_kw = {k[len("head_") :]: v for k, v in kw.items() if k.startswith("head_")}
+    bb_kw = {k: v for k, v in kw.items() if not k.startswith("head_")}
+    return {
+        "backbone": {**_defaults(_BACKBONES[name]), **bb_kw},
+        "head": {**_defaults(_HEADS[head]), **head_kw},
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from pathlib import Path
@@ -84,11 +85,21 @@ def checkpoint_layout(ck: dict[str, Any]) -> Layout:
 
 
 def build_from_checkpoint(ck: dict[str, Any]) -> torch.nn.Module:
-    """Rebuild the exact model a checkpoint holds (eval mode) and load its weights."""
+    """Rebuild the exact model a checkpoint holds (eval mode) and load its weights.
+
+    Checkpoints that record their resolved options (``arch``) are rebuilt from those, so a later
+    change of a code default does not change the network they describe.
+    """
     from protoskel.training.trainer import build_model_from_config
 
+    cfg = copy.deepcopy(ck["config"])
+    arch = ck.get("arch")
+    if isinstance(arch, dict) and "backbone" in arch and "head" in arch:
+        cfg["model"]["kwargs"] = dict(arch["backbone"])
+        # The head's dropout travels as model.dropout.
+        cfg["model"]["head_kwargs"] = {k: v for k, v in arch["head"].items() if k != "dropout"}
     model = build_model_from_config(
-        ck["config"], checkpoint_layout(ck), len(ck["classes"]), int(ck["in_channels"])
+        cfg, checkpoint_layout(ck), len(ck["classes"]), int(ck["in_channels"])
     )
     try:
         model.load_state_dict(ck["model"])

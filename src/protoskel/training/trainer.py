@@ -75,6 +75,19 @@ def build_model_from_config(
     return model
 
 
+def architecture(cfg: Config) -> dict[str, dict[str, Any]]:
+    """All backbone/head options of the recipe's model, defaults filled in (for checkpoints)."""
+    from protoskel.models.registry import resolved_options
+
+    return resolved_options(
+        cfg.model.backbone,
+        cfg.model.head,
+        head_dropout=cfg.model.dropout,
+        **{f"head_{k}": v for k, v in cfg.model.head_kwargs.items()},
+        **cfg.model.kwargs,
+    )
+
+
 def prototype_head(model: nn.Module) -> Any:
     """The model's PrototypeHead, or None for other heads."""
     from protoskel.models.prototypes import PrototypeHead
@@ -398,6 +411,7 @@ def train(
     }
     if init_info is not None:
         meta["init"] = init_info
+    arch = architecture(cfg)
     if len(held):
         meta["holdout_ids"] = [store.split(cfg.data.train_split).ids[i] for i in held]
 
@@ -465,6 +479,7 @@ def train(
                     "layout": layout.to_dict(),
                     "classes": classes,
                     "in_channels": in_channels,
+                    "arch": arch,
                     "epoch": epoch + 1,
                     "metrics": {k: v for k, v in row.items() if k.startswith("val_")},
                     "history": history,
