@@ -5,8 +5,12 @@ of the recorded coordinates: ``vertical`` draws an angle in [0, 2 pi) about the 
 as measured by the camera (y for Kinect), ``random`` draws a Haar-uniform 3D rotation. The same
 rotations are used for every checkpoint, so the columns are comparable.
 
+``--invariance-mode canonical`` evaluates frame-averaged checkpoints with one canonical frame
+per clip instead of the average over all frames (same weights), to measure that trade-off.
+Clips/s is the model's evaluation throughput (loading, sampling and forward; batch 32).
+
     python benchmarks/rotated_eval.py CHECKPOINT... --data PREPARED [--split val] [--seed 0]
-        [--sets original,vertical,random] [--json]
+        [--sets original,vertical,random] [--invariance-mode average|canonical] [--json]
 """
 
 from __future__ import annotations
@@ -19,8 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from protoskel.models.invariance import random_rotation
-from protoskel.training.trainer import _Subset, checkpoint_probs, subset_split
+from protoskel.data.loader import ClipLoader
+from protoskel.data.store import open_store
+from protoskel.models.invariance import FrameAveraging, random_rotation
+from protoskel.training.checkpoint import checkpoint_layout
+from protoskel.training.trainer import _Subset, load_for_eval, predict_split, subset_split
 
 SETS = ("original", "vertical", "random")
 
@@ -59,32 +66,51 @@ def main() -> None:
     ap.add_argument("--split", default=None, help="default: the recipe's val split")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sets", default=",".join(SETS))
+    ap.add_argument("--invariance-mode", choices=("average", "canonical"), default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     sets = [s for s in args.sets.split(",") if s]
-    out: dict[str, dict[str, float]] = {}
-    for ck in args.checkpoints:
-        row: dict[str, float] = {}
+    store = open_store(args.data)
+    out: dict[str, dict[str, Any]] = {}
+    for ck_path in args.checkpoints:
+        ck, model, cfg = load_for_eval(ck_path)
+        mode = None
+        if isinstance(model, FrameAveraging):
+            if args.invariance_mode:
+                model.mode = args.invariance_mode
+            mode = model.mode
+        split = store.split(args.split or cfg.data.val_split)
+        row: dict[str, Any] = {"invariance_mode": mode}
         for kind in sets:
-
-            def edit(sp: Any, kind: str = kind) -> _Subset:
-                return rotated(sp, clip_rotations(len(sp), kind, args.seed))
-
+            sub = rotated(split, clip_rotations(len(split), kind, args.seed))
+            loader = ClipLoader(
+                sub,
+                checkpoint_layout(ck),
+                batch_size=32,
+                num_frames=cfg.data.num_frames,
+                train=False,
+                stream=cfg.data.stream,
+                num_clips=cfg.data.test_clips,
+                normalize=cfg.loader_normalize(),
+            )
             t0 = time.perf_counter()
-            probs, labels, _, _ = checkpoint_probs(ck, args.data, args.split, edit=edit)
+            probs, labels = predict_split(model, loader)
             secs = time.perf_counter() - t0
             row[kind] = float(100 * (probs.argmax(1) == labels).mean())
             row[f"{kind}_clips_per_s"] = len(labels) / secs
-        out[ck] = row
+        out[ck_path] = row
     if args.json:
         print(json.dumps(out, indent=2))
         return
-    print(f"{'checkpoint':<60} " + " ".join(f"{s:>9}" for s in sets) + "  clips/s")
-    for ck, row in out.items():
+    print(f"{'checkpoint':<44} {'mode':<9} " + " ".join(f"{s:>9}" for s in sets) + "  clips/s")
+    for name, row in out.items():
         rate = np.mean([row[f"{s}_clips_per_s"] for s in sets])
-        print(f"{ck:<60} " + " ".join(f"{row[s]:9.2f}" for s in sets) + f"  {rate:7.1f}")
+        mode = row["invariance_mode"] or "-"
+        print(
+            f"{name:<44} {mode:<9} " + " ".join(f"{row[s]:9.2f}" for s in sets) + f"  {rate:7.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ import csv
 import math
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -511,12 +510,8 @@ def checkpoint_probs(
     split: str | None = None,
     clips: int | None = None,
     indices: np.ndarray | None = None,
-    edit: Callable[[Any], Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any], list[str]]:
-    """Class probabilities of one checkpoint on a split (optionally a subset of its clips).
-
-    ``edit`` maps the (subset) split to a modified one before loading, e.g. rotated copies.
-    """
+    """Class probabilities of one checkpoint on a split (optionally a subset of its clips)."""
     from protoskel.data.store import open_store
 
     ck, model, cfg = load_for_eval(checkpoint)
@@ -536,8 +531,6 @@ def checkpoint_probs(
     sp = store.split(name)
     if indices is not None:
         sp = subset_split(sp, indices)
-    if edit is not None:
-        sp = edit(sp)
     if clips is not None:
         cfg.data.test_clips = clips
     loader = _loader(sp, lay, cfg, False, DistInfo())
