@@ -1,0 +1,75 @@
+"""The pieces of the benchmark scripts that decide what a number means (deletion, rotations)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_deletion_removes_cells_in_rank_order_and_step_counts() -> None:
+    deletion = _load("deletion")
+    x = torch.arange(1, 1 + 3 * 4 * 5 * 2, dtype=torch.float32).reshape(1, 3, 4, 5, 2)
+    imp = np.zeros((4, 5))
+    imp[2, 3], imp[0, 1] = 5.0, 2.0  # most important cell first, then the runner-up
+    order = deletion.ranking(imp, np.arange(20))
+    assert list(order[:2]) == [2 * 5 + 3, 0 * 5 + 1] and sorted(order) == list(range(20))
+    xs, frac = deletion.deletion_inputs(x, order, steps=4, mode="zero")
+    assert xs.shape == (5, 3, 4, 5, 2) and frac[0] == 0 and frac[-1] == 1
+    assert torch.equal(xs[0], x[0])  # step 0 deletes nothing
+    assert (xs[1][:, 2, 3] == 0).all() and (xs[1][:, 0, 1] == 0).all()  # 5 of 20 cells gone
+    assert int((xs[1] == 0).all(dim=0).all(dim=-1).sum()) == 5
+    assert (xs[-1] == 0).all()
+    still, _ = deletion.deletion_inputs(x, order, steps=4, mode="still")
+    # Held still: the joint sits at its mean position over the clip.
+    assert torch.allclose(still[-1][:, 0], x[0].mean(dim=1))
+
+
+def test_ties_follow_the_shared_random_order() -> None:
+    deletion = _load("deletion")
+    tiebreak = np.random.default_rng(0).permutation(12)
+    assert list(deletion.ranking(np.zeros((3, 4)), tiebreak)) == list(tiebreak)
+
+
+def test_rotated_copies_are_rigid_and_keep_missing_joints() -> None:
+    rotated_eval = _load("rotated_eval")
+
+    class Split:
+        offsets = np.array([0, 3, 5])
+        keypoints = np.random.default_rng(1).normal(size=(5, 2, 4, 3)).astype(np.float32)
+        scores = None
+        labels = np.array([0, 1])
+        subjects = views = np.array([0, 0])
+        ids = ("a", "b")
+
+        def __len__(self) -> int:
+            return 2
+
+    Split.keypoints[:, 1] = 0  # an absent second person
+    for kind in ("vertical", "random"):
+        rots = rotated_eval.clip_rotations(2, kind, seed=0)
+        assert np.allclose(rots @ rots.transpose(0, 2, 1), np.eye(3), atol=1e-9)
+        assert np.allclose(np.linalg.det(rots), 1.0)
+        if kind == "vertical":
+            assert np.allclose(rots[:, 1], [0, 1, 0]) and np.allclose(rots[:, :, 1], [0, 1, 0])
+        out = rotated_eval.rotated(Split(), rots)
+        assert (out.keypoints[:, 1] == 0).all()
+        dist = np.linalg.norm(out.keypoints[:3, 0, 0] - out.keypoints[:3, 0, 1], axis=-1)
+        ref = np.linalg.norm(Split.keypoints[:3, 0, 0] - Split.keypoints[:3, 0, 1], axis=-1)
+        assert np.allclose(dist, ref, atol=1e-5)
+    assert np.allclose(rotated_eval.clip_rotations(2, "original", 0), np.eye(3))
