@@ -289,9 +289,12 @@ def models_list(
     if not rows:
         typer.echo("no shipped models")
     for r in rows:
+        inv = r.get("invariance") or ""
+        if inv and r.get("invariance_mode"):
+            inv = f"{inv} ({r['invariance_mode']})"
         typer.echo(
-            f"{r['name']:<36} {r['dataset']:<14} {r['stream']:<12} top1 {r['top1']:.2f}  "
-            f"{r.get('invariance') or ''}"
+            f"{r['name']:<36} {r['dataset']:<14} {r['stream']:<12} {r.get('head', ''):<10} "
+            f"top1 {r['top1']:.2f}  {inv}"
         )
 
 
