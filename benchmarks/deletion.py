@@ -16,7 +16,7 @@ step; its area (trapezoid over the deleted fraction in [0, 1]) is averaged over 
 explanation has a small area: the probability drops as soon as the evidence it names is gone.
 
     python benchmarks/deletion.py CHECKPOINT --data PREPARED [--split val] [--mode zero|still]
-        [--steps 20] [--limit N] [--seed 0] [--json]
+        [--steps 20] [--limit N] [--seed 0] [--proto-top K] [--json]
 """
 
 from __future__ import annotations
@@ -79,6 +79,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--limit", type=int, default=0, help="first N clips only (0: all)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--proto-top", type=int, default=None, help="credit only the k strongest prototypes"
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -109,7 +112,7 @@ def main() -> None:
         t, v = x.shape[2], x.shape[3]
         tiebreak = rng.permutation(t * v)
         maps: dict[str, Any] = {
-            "prototype": prototype_attribution(model, x, c, lay),
+            "prototype": prototype_attribution(model, x, c, lay, top=args.proto_top),
             "saliency": gradient_saliency(model, x, c),
             "random": np.zeros((t, v)),
         }
