@@ -30,11 +30,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from protoskel.data.loader import ClipLoader
 from protoskel.data.store import open_store
 from protoskel.explain.attribution import gradient_saliency, prototype_attribution
 from protoskel.training.checkpoint import checkpoint_layout
-from protoskel.training.trainer import load_for_eval
+from protoskel.training.trainer import eval_loader, load_for_eval
 
 METHODS = ("prototype", "saliency", "random")
 
@@ -90,15 +89,7 @@ def main() -> None:
     ck, model, cfg = load_for_eval(args.checkpoint)
     lay = checkpoint_layout(ck)
     split = open_store(args.data).split(args.split or cfg.data.val_split)
-    loader = ClipLoader(
-        split,
-        lay,
-        batch_size=1,
-        num_frames=cfg.data.num_frames,
-        train=False,
-        stream=cfg.data.stream,
-        normalize=cfg.data.normalize or None,
-    )
+    loader = eval_loader(split, lay, cfg, num_clips=1)  # one view: deletion edits it
     n = len(split) if args.limit <= 0 else min(args.limit, len(split))
     rng = np.random.default_rng(args.seed)
     curves: dict[str, list[np.ndarray]] = {k: [] for k in METHODS}

@@ -27,11 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from protoskel.data.loader import ClipLoader
 from protoskel.data.store import open_store, write_store
 from protoskel.explain.enroll import enroll
 from protoskel.training.checkpoint import checkpoint_layout
-from protoskel.training.trainer import load_for_eval
+from protoskel.training.trainer import eval_loader, load_for_eval
 
 
 def held_classes(classes: list[str], hold: str | None, seed: int) -> list[str]:
@@ -77,21 +76,8 @@ def prepare(args: argparse.Namespace) -> None:
     print(f"{args.out}: {len(kept)} classes, held out {hold}")
 
 
-def _loader(split: Any, lay: Any, cfg: Any) -> ClipLoader:
-    return ClipLoader(
-        split,
-        lay,
-        batch_size=64,
-        num_frames=cfg.data.num_frames,
-        train=False,
-        stream=cfg.data.stream,
-        num_clips=cfg.data.test_clips,
-        normalize=cfg.data.normalize or None,
-    )
-
-
 @torch.no_grad()
-def _predict(model: torch.nn.Module, loader: ClipLoader) -> np.ndarray:
+def _predict(model: torch.nn.Module, loader: Any) -> np.ndarray:
     """Predicted class index per clip (multi-clip views averaged)."""
     model.eval()
     out = []
@@ -117,11 +103,11 @@ def run(args: argparse.Namespace) -> None:
     val = store.split(args.split)
     names = np.array(full)[np.asarray(val.labels)]
     is_held = np.isin(names, hold)
-    before = np.array(known)[_predict(model, _loader(val, lay, cfg))]
+    before = np.array(known)[_predict(model, eval_loader(val, lay, cfg))]
     base_other = float(100 * (before[~is_held] == names[~is_held]).mean())
     train = store.split("train")
     train_names = np.array(full)[np.asarray(train.labels)]
-    ex_loader = _loader(train, lay, cfg)
+    ex_loader = eval_loader(train, lay, cfg)
     result: dict[str, Any] = {
         "checkpoint": args.checkpoint,
         "held_out": hold,
@@ -143,7 +129,7 @@ def run(args: argparse.Namespace) -> None:
                 xs = [x[i * ex_loader.num_clips] for i in range(k)]  # first view per clip
                 ids = [train.ids[i] for i in pick]
                 m, classes = enroll(m, name, xs, ids, classes=classes)
-            pred = np.array(classes)[_predict(m, _loader(val, lay, cfg))]
+            pred = np.array(classes)[_predict(m, eval_loader(val, lay, cfg))]
             held_acc.append(100 * (pred[is_held] == names[is_held]).mean())
             other_acc.append(100 * (pred[~is_held] == names[~is_held]).mean())
         result["k"][str(k)] = {

@@ -23,11 +23,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from protoskel.data.loader import ClipLoader
 from protoskel.data.store import open_store
 from protoskel.models.invariance import FrameAveraging, random_rotation
 from protoskel.training.checkpoint import checkpoint_layout
-from protoskel.training.trainer import _Subset, load_for_eval, predict_split, subset_split
+from protoskel.training.trainer import (
+    _Subset,
+    eval_loader,
+    load_for_eval,
+    predict_split,
+    subset_split,
+)
 
 SETS = ("original", "vertical", "random")
 
@@ -85,16 +90,7 @@ def main() -> None:
         row: dict[str, Any] = {"invariance_mode": mode}
         for kind in sets:
             sub = rotated(split, clip_rotations(len(split), kind, args.seed))
-            loader = ClipLoader(
-                sub,
-                checkpoint_layout(ck),
-                batch_size=32,
-                num_frames=cfg.data.num_frames,
-                train=False,
-                stream=cfg.data.stream,
-                num_clips=cfg.data.test_clips,
-                normalize=cfg.loader_normalize(),
-            )
+            loader = eval_loader(sub, checkpoint_layout(ck), cfg)
             t0 = time.perf_counter()
             probs, labels = predict_split(model, loader)
             secs = time.perf_counter() - t0

@@ -205,7 +205,7 @@ def box_normalize(x: Tensor, mask: Tensor | None = None) -> Tensor:
     big = torch.finfo(x.dtype).max
     lo = torch.where(valid, x, torch.full_like(x, big)).amin(dim=(2, 3, 4), keepdim=True)
     hi = torch.where(valid, x, torch.full_like(x, -big)).amax(dim=(2, 3, 4), keepdim=True)
-    has = valid.any(dim=4).any(dim=3).any(dim=2)[:, :, None, None, None]
+    has = valid.flatten(2).any(dim=2)[:, :, None, None, None]
     lo, hi = torch.where(has, lo, 0.0), torch.where(has, hi, 0.0)
     half = (hi - lo) / 2
     half = torch.where(half > _EPS, half, torch.ones_like(half))

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from protoskel.data.transforms import box_normalize
 from protoskel.errors import ConfigError
 
 __all__ = [
@@ -399,8 +400,6 @@ class FrameAveraging(nn.Module):
         """Canonical copies of ``x`` in the frames ``fr``, box-normalised when ``box``."""
         z = canonicalize(x, fr)
         if self.box:
-            from protoskel.data.transforms import box_normalize
-
             z = box_normalize(z.flatten(0, 1)).reshape(z.shape)
         return z
 

@@ -95,16 +95,26 @@ class Classifier(nn.Module):
         return self.head(self.backbone(x))
 
 
+#: Arguments build_model passes itself; not user options.
+_FIXED = frozenset({"self", "layout", "in_channels", "num_classes"})
+
+
+def _split_kwargs(kw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(backbone options, head options)``: ``head_*`` keys go to the head, prefix dropped."""
+    head_kw = {k[len("head_") :]: v for k, v in kw.items() if k.startswith("head_")}
+    bb_kw = {k: v for k, v in kw.items() if not k.startswith("head_")}
+    return bb_kw, head_kw
+
+
 def _check_kwargs(what: str, name: str, fn: Callable[..., Any], kw: dict[str, Any]) -> None:
     """Raise ConfigError naming the unknown keyword arguments and the accepted ones."""
     params = inspect.signature(fn).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
-    fixed = {"self", "layout", "in_channels", "num_classes"}
     allowed = sorted(
         k
         for k, p in params.items()
-        if k not in fixed
+        if k not in _FIXED
         and p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     )
     bad = sorted(set(kw) - set(allowed))
@@ -135,8 +145,7 @@ def build_model(
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
     lay = get_layout(layout)
-    head_kw = {k[len("head_") :]: v for k, v in kw.items() if k.startswith("head_")}
-    bb_kw = {k: v for k, v in kw.items() if not k.startswith("head_")}
+    bb_kw, head_kw = _split_kwargs(kw)
     _check_kwargs("backbone", name, _BACKBONES[name], bb_kw)
     _check_kwargs("head", head, _HEADS[head], head_kw)
     try:
@@ -152,11 +161,10 @@ def build_model(
 
 def _defaults(fn: Callable[..., Any]) -> dict[str, Any]:
     """Keyword defaults of a backbone class or head factory (without the fixed arguments)."""
-    fixed = {"self", "layout", "in_channels", "num_classes"}
     return {
         k: p.default
         for k, p in inspect.signature(fn).parameters.items()
-        if k not in fixed and p.default is not inspect.Parameter.empty
+        if k not in _FIXED and p.default is not inspect.Parameter.empty
     }
 
 
@@ -168,8 +176,7 @@ def resolved_options(name: str, head: str = "linear", **kw: Any) -> dict[str, di
     _load_builtins()
     if name not in _BACKBONES or head not in _HEADS:
         raise ConfigError(f"unknown backbone {name!r} or head {head!r}")
-    head_kw = {k[len("head_") :]: v for k, v in kw.items() if k.startswith("head_")}
-    bb_kw = {k: v for k, v in kw.items() if not k.startswith("head_")}
+    bb_kw, head_kw = _split_kwargs(kw)
     return {
         "backbone": {**_defaults(_BACKBONES[name]), **bb_kw},
         "head": {**_defaults(_HEADS[head]), **head_kw},

@@ -176,11 +176,30 @@ def _make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=t.lr)
 
 
+def eval_loader(split: Any, layout: Layout, cfg: Config, num_clips: int | None = None) -> Any:
+    """The recipe's evaluation ClipLoader on a split (``num_clips`` defaults to test_clips)."""
+    from protoskel.data.loader import ClipLoader
+
+    return ClipLoader(
+        split,
+        layout,
+        batch_size=max(cfg.train.batch_size, 32),
+        num_frames=cfg.data.num_frames,
+        train=False,
+        stream=cfg.data.stream,
+        seed=cfg.train.seed,
+        num_clips=cfg.data.test_clips if num_clips is None else num_clips,
+        normalize=cfg.loader_normalize(),
+    )
+
+
 def _loader(split: Any, layout: Layout, cfg: Config, train: bool, dist: DistInfo) -> Any:
     from protoskel.data.loader import ClipLoader
 
+    if not train:
+        return eval_loader(split, layout, cfg)
     batch = cfg.train.batch_size
-    if train and dist.enabled:
+    if dist.enabled:
         if batch % dist.world_size:
             raise ConfigError(
                 f"train.batch_size={batch} must be divisible by the {dist.world_size} processes"
@@ -189,15 +208,15 @@ def _loader(split: Any, layout: Layout, cfg: Config, train: bool, dist: DistInfo
     return ClipLoader(
         split,
         layout,
-        batch_size=batch if train else max(batch, 32),
+        batch_size=batch,
         num_frames=cfg.data.num_frames,
-        train=train,
+        train=True,
         stream=cfg.data.stream,
-        augment=cfg.data.augment if train else None,
+        augment=cfg.data.augment,
         seed=cfg.train.seed,
-        num_clips=1 if train else cfg.data.test_clips,
-        rank=dist.rank if train else 0,
-        world_size=dist.world_size if train else 1,
+        num_clips=1,
+        rank=dist.rank,
+        world_size=dist.world_size,
         normalize=cfg.loader_normalize(),
     )
 
@@ -319,12 +338,12 @@ def warm_start(model: nn.Module, checkpoint: str | Path) -> dict[str, Any]:
     own = model.state_dict()
     clash = [k for k, v in src.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
     take = {k: v for k, v in src.items() if k in own and k not in clash}
-    if clash or 2 * len(take) < len(src):
-        why = (
-            f"{clash[0]} has shape {tuple(src[clash[0]].shape)} there"
-            if clash
-            else (f"only {len(take)} of its {len(src)} tensors exist in this model")
-        )
+    why = None
+    if clash:
+        why = f"{clash[0]} has shape {tuple(src[clash[0]].shape)} there"
+    elif 2 * len(take) < len(src):
+        why = f"only {len(take)} of its {len(src)} tensors exist in this model"
+    if why is not None:
         raise CheckpointError(
             f"{ck['path']}: train.init does not fit this model ({why}); initialise from a run "
             "of the same backbone and width"
