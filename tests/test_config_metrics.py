@@ -114,3 +114,15 @@ def test_exponent_numbers_without_a_dot_are_numbers() -> None:
     assert load_config(None, ["train.lr=1e-3"]).train.lr == pytest.approx(1e-3)
     with pytest.raises(ConfigError, match=r"train\.lr: expected a number, got 'fast'"):
         load_config(None, ["train.lr=fast"])
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("model.invariance_train=one", "model.invariance_train"),
+        ("data.normalize={box: maybe}", "data.normalize.box"),
+    ],
+)
+def test_invariance_train_and_box_are_validated_even_unused(override: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(None, [override])

@@ -118,6 +118,16 @@ class Config:
             (0 <= self.train.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)"),
             (self.train.eval_every >= 1, "train.eval_every", "must be >= 1"),
             (self.train.threads >= 0, "train.threads", "must be >= 0"),
+            (
+                self.model.invariance_train in ("all", "sample"),
+                "model.invariance_train",
+                "must be all or sample",
+            ),
+            (
+                isinstance(self.data.normalize.get("box", False), bool),
+                "data.normalize.box",
+                "must be true or false",
+            ),
             (self.train.push_epochs >= 0, "train.push_epochs", "must be >= 0"),
             (self.train.push_lr > 0, "train.push_lr", "must be > 0"),
             (0 <= self.model.dropout < 1, "model.dropout", "must be in [0, 1)"),
