@@ -121,6 +121,8 @@ def test_exponent_numbers_without_a_dot_are_numbers() -> None:
     [
         ("model.invariance_train=one", "model.invariance_train"),
         ("data.normalize={box: maybe}", "data.normalize.box"),
+        ("train.ema=1.0", "train.ema"),
+        ("train.ema=-0.1", "train.ema"),
     ],
 )
 def test_invariance_train_and_box_are_validated_even_unused(override: str, key: str) -> None:

@@ -92,6 +92,41 @@ def test_resume_continues_exactly(store: Path, tmp_path: Path) -> None:
     assert len((tmp_path / "part" / "log.csv").read_text().strip().splitlines()) == 1 + 4
 
 
+def test_ema_resumes_exactly_and_saves_the_average(store: Path, tmp_path: Path) -> None:
+    cfg = load_config(_recipe(tmp_path), ["train.ema=0.9"])
+    full = train(cfg, store, tmp_path / "full", progress=False)
+    train(cfg, store, tmp_path / "part", progress=False, max_epochs=2)
+    train(cfg, store, tmp_path / "part", resume=True, progress=False)
+    a, b = (
+        load_checkpoint(tmp_path / "full" / "last.pt"),
+        load_checkpoint(tmp_path / "part" / "last.pt"),
+    )
+    for key in ("model", "raw_model"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key])
+    assert a["ema_updates"] == b["ema_updates"] > 0
+    # The saved (evaluated) weights are the average, not the optimiser's last weights.
+    w = "head.fc.weight" if "head.fc.weight" in a["model"] else next(iter(a["raw_model"]))
+    assert not torch.equal(a["model"][w], a["raw_model"][w])
+    m = evaluate(tmp_path / "full" / "last.pt", store)
+    assert m["top1"] == pytest.approx(full["history"][-1]["val_top1"])
+
+
+def test_weight_ema_is_an_exponential_average() -> None:
+    from protoskel.training.trainer import WeightEMA
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ema = WeightEMA(net, 0.5)
+    w0 = net[0].weight.detach().clone()
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+        net[1].num_batches_tracked += 3
+    ema.update(net)  # decay min(0.5, 2/11)
+    d = 2 / 11
+    assert torch.allclose(ema.model[0].weight, d * w0 + (1 - d) * (w0 + 1))
+    assert int(ema.model[1].num_batches_tracked) == 3
+    assert not ema.model[0].weight.requires_grad
+
+
 def test_resume_refuses_other_config_or_missing_run(store: Path, tmp_path: Path) -> None:
     cfg = load_config(_recipe(tmp_path), ["train.epochs=1"])
     with pytest.raises(CheckpointError, match=r"no last\.pt"):
@@ -156,13 +191,14 @@ def test_distributed_two_processes_match_one(store: Path, tmp_path: Path) -> Non
             assert torch.equal(ddp[k], single[k]), k
 
 
+@pytest.mark.parametrize("ema", [0.0, 0.9])
 def test_prototype_model_trains_projects_and_keeps_no_keypoints(
-    store: Path, tmp_path: Path
+    store: Path, tmp_path: Path, ema: float
 ) -> None:
     recipe = _recipe(
         tmp_path,
         model={"head": "prototype", "head_kwargs": {"window": 2}},
-        train={"epochs": 3, "push_epochs": 2},
+        train={"epochs": 3, "push_epochs": 2, "ema": ema},
     )
     res = train(load_config(recipe), store, tmp_path / "proto", progress=False)
     assert res["history"][-1]["pushed_prototypes"] > 0
@@ -177,6 +213,8 @@ def test_prototype_model_trains_projects_and_keeps_no_keypoints(
     assert "keypoints" not in flat
     m = evaluate(tmp_path / "proto" / "last.pt", store)
     assert m["n"] == 15
+    # The saved model is the projected one, whether or not weights were averaged.
+    assert m["top1"] == pytest.approx(res["history"][-1]["val_top1"])
 
 
 def test_frame_averaged_training_is_rotation_invariant(store: Path, tmp_path: Path) -> None:

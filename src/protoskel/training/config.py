@@ -72,6 +72,9 @@ class TrainConfig:
     # Warm start: a checkpoint (path or shipped name) whose parameters of matching name and
     # shape (e.g. the backbone of a linear-head run) initialise this model.
     init: str = ""
+    # Exponential moving average of the weights (0 = off, e.g. 0.998): evaluated and saved in
+    # place of the raw weights, which smooths out the last epochs' epoch-to-epoch swings.
+    ema: float = 0.0
     # Prototype heads only: last-layer fine-tuning after projecting prototypes (ProtoPNet).
     push_epochs: int = 20
     push_lr: float = 1e-3
@@ -128,6 +131,7 @@ class Config:
                 "data.normalize.box",
                 "must be true or false",
             ),
+            (0 <= self.train.ema < 1, "train.ema", "must be in [0, 1) (0 turns it off)"),
             (self.train.push_epochs >= 0, "train.push_epochs", "must be >= 0"),
             (self.train.push_lr > 0, "train.push_lr", "must be > 0"),
             (0 <= self.model.dropout < 1, "model.dropout", "must be in [0, 1)"),

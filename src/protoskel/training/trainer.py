@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import math
 import sys
@@ -92,6 +93,36 @@ def prototype_head(model: nn.Module) -> Any:
     from protoskel.models.prototypes import PrototypeHead
 
     return next((m for m in model.modules() if isinstance(m, PrototypeHead)), None)
+
+
+class WeightEMA:
+    """Exponential moving average of a model's parameters and buffers (timm's ModelEma idea).
+
+    The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after n updates, so early
+    averages are not dominated by the random initialisation. Integer buffers are copied;
+    non-tensor extra state is left alone.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.updates = 0
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Fold the model's current weights into the average."""
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        live = model.state_dict()
+        for k, v in self.model.state_dict().items():
+            if not isinstance(v, torch.Tensor):
+                continue  # module extra state (prototype provenance) changes only at projection
+            if v.dtype.is_floating_point:
+                v.mul_(d).add_(live[k].detach(), alpha=1 - d)
+            else:
+                v.copy_(live[k])
 
 
 @dataclass
@@ -390,6 +421,7 @@ def train(
     if dist.enabled:
         model = convert_sync_batchnorm(model)
     optimizer = _make_optimizer(model, cfg)
+    ema = WeightEMA(model, cfg.train.ema) if cfg.train.ema > 0 else None
 
     start_epoch, best, history = 0, -1.0, []
     last_path = out / "last.pt"
@@ -402,7 +434,12 @@ def train(
                 f"{last_path}: the run was started with a different config; resume with the "
                 "same config and --set values"
             )
-        model.load_state_dict(ck["model"])
+        # With EMA, "model" holds the average (what eval and predict use), "raw_model" the
+        # weights the optimiser was updating.
+        model.load_state_dict(ck.get("raw_model", ck["model"]))
+        if ema is not None:
+            ema.model.load_state_dict(ck["model"])
+            ema.updates = int(ck.get("ema_updates", 0))
         optimizer.load_state_dict(ck["optimizer"])
         start_epoch, best = int(ck["epoch"]), float(ck.get("best_top1", -1.0))
         history = list(ck.get("history", []))
@@ -453,6 +490,8 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if ema is not None:
+                    ema.update(model)
                 loss_sum += float(loss.detach()) * len(y)
                 correct += int((logits.argmax(1) == y).sum())
                 seen += len(y)
@@ -470,14 +509,20 @@ def train(
                 "train_acc": 100.0 * correct / max(seen, 1),
             }
             is_last = epoch + 1 == cfg.train.epochs
+            if is_last and proto is not None and ema is not None:
+                # Project and fine-tune the averaged weights: they are what gets shipped.
+                model.load_state_dict(ema.model.state_dict())
             if is_last and proto is not None and dist.is_main:
                 row.update(_push(model, train_split, layout, cfg, classes, bar))
+            if is_last and proto is not None and ema is not None:
+                ema.model.load_state_dict(model.state_dict())
+            eval_model = ema.model if ema is not None else model
             if (
                 val_loader is not None
                 and dist.is_main
                 and ((epoch + 1) % cfg.train.eval_every == 0 or is_last)
             ):
-                probs, labels = predict_split(model, val_loader)
+                probs, labels = predict_split(eval_model, val_loader)
                 m = classification_metrics(probs, labels, classes)
                 row.update(
                     val_top1=m["top1"], val_top5=m["top5"], val_mean_class_acc=m["mean_class_acc"]
@@ -492,7 +537,7 @@ def train(
             logs.write(row)
             if dist.is_main:
                 ck = {
-                    "model": model.state_dict(),
+                    "model": eval_model.state_dict(),
                     "config": cfg.to_dict(),
                     "layout": layout.to_dict(),
                     "classes": classes,
@@ -505,6 +550,9 @@ def train(
                     "rng": torch.get_rng_state(),
                     "meta": meta,
                 }
+                if ema is not None:
+                    ck["raw_model"] = model.state_dict()
+                    ck["ema_updates"] = ema.updates
                 top1 = row.get("val_top1")
                 # A prototype model is only complete after projection (last epoch).
                 if top1 is not None and top1 > best and (proto is None or is_last):
