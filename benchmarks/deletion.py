@@ -3,8 +3,11 @@
 For every clip of the split, the model's input is built exactly as in evaluation and the
 predicted class c is taken. Three rankings of the input's (frame, joint) cells are compared:
 
-- ``prototype``: the prototype head's own attribution (contribution of each prototype to the
-  logit of c, credited to its part's joints over the frames where it matched);
+- ``prototype``: the prototype head's attribution: how much the evidence (weight x
+  similarity) of the prototypes that support c depends on each joint over 4-frame blocks,
+  from random removals (``--fill``, by default the same removal as ``--mode``);
+- ``prototype_window``: each supporting prototype's contribution credited to its part's joints
+  over the frames where it matched (where the prototypes matched, not what they used);
 - ``saliency``: gradient x input of the logit of c (a common post-hoc baseline);
 - ``random``: a seeded random order.
 
@@ -16,7 +19,7 @@ step; its area (trapezoid over the deleted fraction in [0, 1]) is averaged over 
 explanation has a small area: the probability drops as soon as the evidence it names is gone.
 
     python benchmarks/deletion.py CHECKPOINT --data PREPARED [--split val] [--mode zero|still]
-        [--steps 20] [--limit N] [--seed 0] [--proto-top K] [--json]
+        [--steps 20] [--limit N] [--seed 0] [--fill zero|still] [--proto-top K] [--json]
 """
 
 from __future__ import annotations
@@ -31,11 +34,15 @@ import torch
 import torch.nn.functional as F
 
 from protoskel.data.store import open_store
-from protoskel.explain.attribution import gradient_saliency, prototype_attribution
+from protoskel.explain.attribution import (
+    gradient_saliency,
+    prototype_attribution,
+    removal_fill,
+)
 from protoskel.training.checkpoint import checkpoint_layout
 from protoskel.training.trainer import eval_loader, load_for_eval
 
-METHODS = ("prototype", "saliency", "random")
+METHODS = ("prototype", "prototype_window", "saliency", "random")
 
 
 def deletion_inputs(
@@ -48,12 +55,7 @@ def deletion_inputs(
     rank = np.empty(cells, dtype=np.int64)
     rank[order] = np.arange(cells)
     gone = torch.as_tensor(rank[None, :] < counts[:, None]).reshape(-1, 1, t, v, 1)
-    if mode == "zero":
-        fill = torch.zeros_like(x)
-    else:
-        present = (x != 0).any(dim=1, keepdim=True).to(x.dtype)  # (1, 1, T, V, M)
-        mean = (x * present).sum(2, keepdim=True) / present.sum(2, keepdim=True).clamp_min(1)
-        fill = mean.expand_as(x) * present
+    fill = removal_fill(x, mode)
     out = torch.where(
         gone, fill.expand(len(counts), c, t, v, m), x.expand(len(counts), -1, -1, -1, -1)
     )
@@ -79,6 +81,12 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="first N clips only (0: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
+        "--fill",
+        choices=("zero", "still"),
+        default=None,
+        help="removal the prototype attribution uses to measure (default: same as --mode)",
+    )
+    ap.add_argument(
         "--proto-top", type=int, default=None, help="credit only the k strongest prototypes"
     )
     ap.add_argument("--threads", type=int, default=2)
@@ -103,7 +111,12 @@ def main() -> None:
         t, v = x.shape[2], x.shape[3]
         tiebreak = rng.permutation(t * v)
         maps: dict[str, Any] = {
-            "prototype": prototype_attribution(model, x, c, lay, top=args.proto_top),
+            "prototype": prototype_attribution(
+                model, x, c, lay, top=args.proto_top, fill=args.fill or args.mode
+            ),
+            "prototype_window": prototype_attribution(
+                model, x, c, lay, top=args.proto_top, method="window"
+            ),
             "saliency": gradient_saliency(model, x, c),
             "random": np.zeros((t, v)),
         }
@@ -116,6 +129,7 @@ def main() -> None:
         "checkpoint": args.checkpoint,
         "clips": n,
         "mode": args.mode,
+        "fill": args.fill or args.mode,
         "steps": args.steps,
         "top1_on_these_clips": 100.0 * correct / n,
         "seconds": round(time.perf_counter() - t0, 1),
@@ -134,9 +148,11 @@ def main() -> None:
     if args.json:
         print(json.dumps(out, indent=2))
         return
-    print(f"{n} clips, mode={args.mode}, {args.steps} steps, {out['seconds']} s")
+    print(
+        f"{n} clips, mode={args.mode}, fill={out['fill']}, {args.steps} steps, {out['seconds']} s"
+    )
     for name in METHODS:
-        print(f"{name:<10} AUC {out[name]['auc_mean']:.4f} +- {out[name]['auc_sem']:.4f}")
+        print(f"{name:<16} AUC {out[name]['auc_mean']:.4f} +- {out[name]['auc_sem']:.4f}")
     print(f"prototype < random on {100 * out['prototype_beats_random_clips']:.1f} % of clips")
     print(f"prototype < saliency on {100 * out['prototype_beats_saliency_clips']:.1f} % of clips")
 

@@ -15,13 +15,16 @@ from PIL import Image
 from conftest import dataset_dir, media_file
 from protoskel.data.readers.generic import write_generic_npz
 from protoskel.data.store import open_store, write_store
-from protoskel.errors import ProtoskelError
+from protoskel.errors import ConfigError, ProtoskelError
 from protoskel.explain.attribution import (
+    block_effects,
     frame_importance,
     gradient_saliency,
     joint_importance,
+    normalize01,
     prototype_attribution,
     prototype_evidence,
+    prototype_masking,
 )
 from protoskel.explain.report import write_report
 from protoskel.inference import Predictor, load_input
@@ -85,14 +88,55 @@ def test_prototype_evidence_sums_to_the_logits_and_maps_to_parts(tiny: dict[str,
 
     target = int(np.argmax(logits))
     top = int(np.argmax(ev["contributions"][target]))
-    imp = prototype_attribution(pred.model, x, target, pred.layout, top=1, evidence=ev)
+    imp = prototype_attribution(
+        pred.model, x, target, pred.layout, top=1, evidence=ev, method="window"
+    )
     part = list(pred.layout.parts.values())[int(ev["proto_part"][top])]
     fs, fe = int(ev["frame_start"][top]), int(ev["frame_end"][top])
     expect = np.zeros((16, 20))
     expect[fs:fe, list(part)] = 1.0
     np.testing.assert_array_equal(imp, expect)  # exactly the matched part and frames
-    full = prototype_attribution(pred.model, x, target, pred.layout)
+    full = prototype_attribution(pred.model, x, target, pred.layout, method="window")
     assert full.shape == (16, 20) and full.max() == pytest.approx(1.0) and full.min() >= 0
+
+
+def test_prototype_masking_maps_are_seeded_and_sum_to_the_class_map(
+    tiny: dict[str, Path],
+) -> None:
+    pred = Predictor.from_checkpoint(tiny["ck"])
+    x = pred.prepare(load_input(tiny["clip"]))
+    ev = prototype_evidence(pred.model, x)
+    target = int(np.argmax(ev["logits"]))
+    maps = prototype_masking(pred.model, x, target, masks=64)
+    assert maps.shape == (ev["contributions"].shape[1], 16, 20)
+    np.testing.assert_array_equal(maps, prototype_masking(pred.model, x, target, masks=64))
+    assert not np.array_equal(maps, prototype_masking(pred.model, x, target, masks=64, seed=1))
+    # 4-frame blocks: every block of 4 frames of one joint shares one value.
+    assert (maps[:, 0::4] == maps[:, 3::4]).all()
+    support = [q for q in range(maps.shape[0]) if ev["contributions"][target, q] > 0]
+    class_map = prototype_attribution(pred.model, x, target, pred.layout)
+    full = prototype_masking(pred.model, x, target)  # the defaults the class map uses
+    np.testing.assert_allclose(class_map, normalize01(full[support].sum(0)), atol=0)
+    with pytest.raises(ConfigError, match="masking or window"):
+        prototype_attribution(pred.model, x, target, pred.layout, method="grad")
+    with pytest.raises(ConfigError, match="zero or still"):
+        prototype_masking(pred.model, x, target, fill="blur")
+
+
+def test_block_effects_recover_additive_effects() -> None:
+    g = torch.Generator().manual_seed(0)
+    k, b = 20000, 6
+    rate = torch.rand(k, generator=g)
+    keep = torch.rand(k, b, generator=g) < rate[:, None]
+    a = torch.tensor([3.0, 0.0, -1.0, 0.5, 2.0, 0.0], dtype=torch.float64)
+    # Two scores: additive, and additive plus an interaction of blocks 0 and 4.
+    e1 = keep.double() @ a
+    e2 = e1 + 2.0 * (keep[:, 0] & keep[:, 4]).double()
+    eff = block_effects(torch.stack([e1, e2], 1), keep, rate)
+    np.testing.assert_allclose(eff[0].numpy(), a.numpy(), atol=0.1)
+    # The interaction is credited to the blocks involved, not to the others.
+    assert eff[1, 0] > a[0] + 0.3 and eff[1, 4] > a[4] + 0.3
+    np.testing.assert_allclose(eff[1, [1, 2, 3, 5]].numpy(), a[[1, 2, 3, 5]].numpy(), atol=0.12)
 
 
 # ----------------------------------------------------------------------------------- reports
@@ -135,7 +179,11 @@ def test_report_json_facts_point_at_real_training_clips(tiny: dict[str, Path]) -
         assert p["input"]["frame_end"] > p["input"]["frame_start"]
         assert (tiny["report"] / f"prototype_{p['rank']}.png").is_file()
     imp = np.asarray(facts["importance"]["map"])
-    assert facts["importance"]["method"] == "prototype_evidence" and imp.shape == (16, 20)
+    assert facts["importance"]["method"] == "prototype_masking" and imp.shape == (16, 20)
+    for p in protos:
+        dep = p["depends_on"]
+        assert 0.0 <= dep["own_part_share"] <= 1.0
+        assert len(dep["top_joints"]) == 3 and set(dep["top_joints"]) <= set(pred.layout.joints)
     assert np.asarray(facts["saliency"]["map"]).shape == (16, 20)
 
 

@@ -3,10 +3,11 @@
 Two methods, both returning float arrays ``(T, V)`` over the model's input frames (T) and the
 layout's joints (V), scaled to ``[0, 1]``:
 
-- :func:`prototype_attribution` (prototype heads): every prototype's contribution to the class
-  logit (last-layer weight x similarity) is credited to the joints of its body part over the
-  input frames of the window where it matched best. This is the model's own reasoning: the
-  logit *is* the sum of these contributions plus a bias.
+- :func:`prototype_attribution` (prototype heads): the class logit *is* the sum of prototype
+  contributions (last-layer weight x similarity) plus a bias; the map is gradient x input of
+  the contributions that support the class, i.e. the input cells those matches depended on
+  (:func:`prototype_gradient_maps` gives one map per prototype). The ``window`` variant
+  instead credits each contribution to its part's joints over the frames where it matched.
 - :func:`gradient_saliency` (any differentiable model): ``|grad x input|`` of the class logit,
   summed over coordinates, persons and views; a local sensitivity baseline.
 
@@ -26,12 +27,15 @@ from protoskel.errors import ConfigError
 from protoskel.layouts import Layout
 
 __all__ = [
+    "block_effects",
     "frame_importance",
     "gradient_saliency",
     "joint_importance",
     "normalize01",
     "prototype_attribution",
     "prototype_evidence",
+    "prototype_masking",
+    "removal_fill",
 ]
 
 
@@ -140,6 +144,19 @@ def prototype_evidence(
     return out
 
 
+def removal_fill(x: Tensor, mode: str = "still") -> Tensor:
+    """What removed cells of ``x`` (N, C, T, V, M) become: ``zero`` -> 0 (the normalised
+    clip's centre); ``still`` -> the joint's mean position over the frames where it is present
+    (its motion is removed, its place kept). Absent (all-zero) cells stay zero."""
+    if mode == "zero":
+        return torch.zeros_like(x)
+    if mode == "still":
+        present = (x != 0).any(dim=1, keepdim=True).to(x.dtype)  # (N, 1, T, V, M)
+        mean = (x * present).sum(2, keepdim=True) / present.sum(2, keepdim=True).clamp_min(1)
+        return mean.expand_as(x) * present
+    raise ConfigError(f"removal mode must be zero or still, got {mode!r}")
+
+
 def prototype_attribution(
     model: nn.Module,
     x: Tensor,
@@ -148,13 +165,23 @@ def prototype_attribution(
     *,
     top: int | None = None,
     evidence: dict[str, Any] | None = None,
+    method: str = "masking",
+    fill: str = "still",
 ) -> np.ndarray:
     """Importance ``(T, V)`` of input ``x`` (1, C, T, V, M) for class ``target`` from prototypes.
 
-    Each prototype with a positive contribution to the target logit (only the ``top`` largest
-    when given) adds its contribution to the joints of its part over its matched input frames.
+    The supporting prototypes are those with a positive contribution to the target logit (only
+    the ``top`` largest when given). ``method="masking"`` (default): how much their summed
+    evidence depends on each joint over 4-frame blocks, from random removals (``fill``) of
+    many blocks at once, i.e. what the matches actually used (:func:`prototype_masking`).
+    ``method="window"``: each
+    contribution credited to its part's joints over the frames where it matched; that is where
+    the prototypes matched, not what they used: deep part features see the whole body, and
+    this map deletes worse than random (BENCHMARKS.md).
     ``evidence`` reuses a :func:`prototype_evidence` result for the same input.
     """
+    if method not in ("masking", "window"):
+        raise ConfigError(f"prototype attribution method must be masking or window, got {method!r}")
     ev = prototype_evidence(model, x) if evidence is None else evidence
     contrib = ev["contributions"]
     if not 0 <= int(target) < contrib.shape[0]:
@@ -163,6 +190,8 @@ def prototype_attribution(
     order = [int(i) for i in np.argsort(-c, kind="stable") if c[i] > 0]
     if top is not None:
         order = order[: max(0, int(top))]
+    if method == "masking":
+        return normalize01(prototype_masking(model, x, target, fill=fill)[order].sum(0))
     parts = list(layout.parts.values())
     if len(parts) != len(ev["part_names"]):
         raise ConfigError(
@@ -175,3 +204,71 @@ def prototype_attribution(
         fs, fe = int(ev["frame_start"][qi]), int(ev["frame_end"][qi])
         imp[fs:fe, joints] += c[qi]
     return normalize01(imp)
+
+
+@torch.no_grad()
+def prototype_masking(
+    model: nn.Module,
+    x: Tensor,
+    target: int,
+    *,
+    masks: int = 256,
+    chunk: int = 4,
+    fill: str = "still",
+    seed: int = 0,
+    batch: int = 64,
+) -> np.ndarray:
+    """Per-prototype importance ``(Q, T, V)`` of the cells of ONE input ``x`` (1, C, T, V, M).
+
+    Blocks of one joint over ``chunk`` frames are removed (``fill``, see :func:`removal_fill`)
+    at random: each of ``masks`` copies keeps every block with its own probability p ~ U(0, 1),
+    so small and large removals are both sampled (RISE, Petsiuk et al. 2018, with a random
+    keep rate). A block's importance for prototype q is its estimated additive effect on the
+    evidence of q for ``target`` (weight x similarity, averaged over frame-averaging copies),
+    see :func:`block_effects`; interactions with other removed blocks are part of what is
+    sampled, which single-block occlusion misses. Seeded: the same call gives the same map.
+    """
+    from protoskel.models.prototypes import feature_rows, find_prototype_head
+
+    _check_input(x, 0)
+    if x.shape[0] != 1:
+        raise ConfigError(f"prototype_masking explains one input at a time, got N={x.shape[0]}")
+    if chunk < 1 or masks < 2:
+        raise ConfigError(f"masking needs chunk >= 1 and masks >= 2, got {chunk} and {masks}")
+    head = find_prototype_head(model)
+    if not 0 <= int(target) < head.num_classes:
+        raise ConfigError(f"target class {target} is out of range for {head.num_classes} classes")
+    w = head.weight()[int(target)]
+    _, _, t, v, _ = x.shape
+    g = torch.Generator().manual_seed(int(seed))
+    rate = torch.rand(masks, 1, 1, generator=g)
+    keep = torch.rand(masks, -(-t // chunk), v, generator=g) < rate  # (K, blocks, V)
+    cells = keep.repeat_interleave(chunk, dim=1)[:, :t]  # (K, T, V)
+    filled = removal_fill(x, fill)
+    was_training = model.training
+    model.eval()
+    try:
+        ev = []
+        for kb in cells.split(batch):
+            feats, _, _ = feature_rows(model, torch.where(kb[:, None, :, :, None], x, filled))
+            sim = head.similarity_from_distance(head._best(feats, None)["distance"])  # (R, Q)
+            ev.append((sim * w).view(len(kb), -1, sim.shape[1]).mean(1))
+    finally:
+        model.train(was_training)
+    effects = block_effects(torch.cat(ev), keep.flatten(1), rate.flatten())  # (Q, B)
+    imp = effects.view(-1, *keep.shape[1:])  # (Q, blocks, V)
+    return imp.repeat_interleave(chunk, dim=1)[:, :t].numpy()
+
+
+def block_effects(evidence: Tensor, keep: Tensor, rate: Tensor) -> Tensor:
+    """Additive effect (Q, B) of keeping each of B blocks on Q scores, from K random masks.
+
+    ``evidence`` (K, Q) scores of masked copies, ``keep`` (K, B) bool, ``rate`` (K,) each
+    copy's keep probability. Estimator: cov(score, keep_b - rate) / E[(keep_b - rate)^2].
+    Centring on the copy's own rate makes other blocks cancel in expectation (they are
+    independent of ``keep_b`` given the rate): for a score sum_b a_b keep_b it estimates a_b,
+    where a plain kept-minus-removed difference estimates 2/3 a_b + 1/3 sum_b a_b.
+    """
+    e = evidence.double()
+    centred = keep.double() - rate.double().view(-1, 1)
+    return ((e - e.mean(0)).T @ centred) / (centred * centred).sum(0).clamp_min(1e-12)

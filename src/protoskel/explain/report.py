@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,9 @@ from protoskel.explain.attribution import (
     frame_importance,
     gradient_saliency,
     joint_importance,
-    prototype_attribution,
+    normalize01,
     prototype_evidence,
+    prototype_masking,
 )
 from protoskel.explain.render import Panel, data_uri, heatmap_png, panels_png, skeleton_gif, to_xy
 from protoskel.inference import Predictor, is_video, load_input, require_prototypes
@@ -296,14 +297,19 @@ def explain_clip(
     importance = saliency
     if pred.is_prototype:
         ev = prototype_evidence(pred.model, x0, pos)
-        importance = prototype_attribution(pred.model, x0, target, lay, evidence=ev)
+        c = ev["contributions"][target]
+        support = [int(i) for i in np.argsort(-c, kind="stable") if c[i] > 0]
+        listed = support[: max(0, top_prototypes)]
+        # One set of masked copies gives the class map and every prototype's own map.
+        drops = prototype_masking(pred.model, x0, target)
+        importance = normalize01(drops[support].sum(0))
         facts["importance"] = {
-            "method": "prototype_evidence",
+            "method": "prototype_masking",
             "map": _r(importance),
             "joints": _r(joint_importance(importance)),
             "frames": _r(frame_importance(importance)),
         }
-        facts["prototypes"], facts["logit"] = _prototype_facts(pred, ev, target, top_prototypes)
+        facts["prototypes"], facts["logit"] = _prototype_facts(pred, ev, target, listed, drops)
     else:
         facts["importance"] = {**facts["saliency"]}
     return {
@@ -318,11 +324,25 @@ def explain_clip(
     }
 
 
+def _dependence(imp: np.ndarray, part: Sequence[int], joints: Sequence[str]) -> dict[str, Any]:
+    """Which joints one prototype's match depended on (its masking map), and how local."""
+    per_joint = np.clip(imp, 0.0, None).sum(0)
+    total = float(per_joint.sum())
+    top = [int(j) for j in np.argsort(-per_joint, kind="stable")[:3]] if total > 0 else []
+    return {
+        "top_joints": [joints[j] for j in top],
+        "own_part_share": _r(float(per_joint[list(part)].sum()) / total) if total > 0 else 0.0,
+    }
+
+
 def _prototype_facts(
-    pred: Predictor, ev: dict[str, Any], target: int, top: int
+    pred: Predictor,
+    ev: dict[str, Any],
+    target: int,
+    order: list[int],
+    drops: np.ndarray,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     c = ev["contributions"][target]
-    order = [int(i) for i in np.argsort(-c, kind="stable") if c[i] > 0][: max(0, top)]
     total_pos = float(c[c > 0].sum())
     parts = list(pred.layout.parts.values())
     out = []
@@ -349,6 +369,7 @@ def _prototype_facts(
                 "clip_frame_end": int(ev["clip_frame_end"][q]),
             },
             "source": None if prov is None else dict(prov),
+            "depends_on": _dependence(drops[q], parts[pi], pred.layout.joints),
         }
         out.append(item)
     logit = {
@@ -427,9 +448,10 @@ def _report_html(facts: dict[str, Any], images: dict[str, bytes], input_name: st
     ]
     method = facts["importance"]["method"]
     how = (
-        "Each prototype's contribution to the logit of the predicted class is credited to the "
-        "joints of its body part over the frames where it matched (the model's own evidence)."
-        if method == "prototype_evidence"
+        "How much the prototypes' evidence for the predicted class depends on each joint's "
+        "motion, in blocks of 4 frames (measured by holding random sets of blocks still): "
+        "the joints and moments those matches used."
+        if method == "prototype_masking"
         else "Gradient x input saliency of the predicted class's logit (this model has no "
         "prototypes; saliency shows local sensitivity, not the model's reasoning)."
     )
@@ -485,6 +507,7 @@ def _report_html(facts: dict[str, Any], images: dict[str, bytes], input_name: st
 
 def _prototype_card(p: dict[str, Any], png: bytes | None) -> str:
     src = p["source"] or {}
+    dep = p["depends_on"]
     i = p["input"]
     where = (
         f"training clip <code>{_e(src.get('clip_id'))}</code> (class "
@@ -505,8 +528,10 @@ def _prototype_card(p: dict[str, Any], png: bytes | None) -> str:
         f"{p['prototype']} of class <em>{_e(p['class_name'])}</em>: the "
         f"{_e(p['part'].replace('_', ' '))} in {where}.<br><span class=small>similarity "
         f"{p['similarity']:.3f} x weight {p['weight']:.3f} = contribution "
-        f"{p['contribution']:.3f} ({100 * p['share']:.1f}% of the positive evidence)</span>"
-        f"<br>{img}</div>"
+        f"{p['contribution']:.3f} ({100 * p['share']:.1f}% of the positive evidence); "
+        f"the match depended most on {_e(', '.join(dep['top_joints']))}, "
+        f"{100 * dep['own_part_share']:.0f}% on the {_e(p['part'].replace('_', ' '))} "
+        f"itself</span><br>{img}</div>"
     )
 
 
