@@ -13,7 +13,11 @@ clips of every held-out class from the full store, enrolls the classes one after
 model, and evaluates on the full store's val split: top-1 on the held-out classes' clips (all
 classes compete) and on the other clips, before and after enrollment::
 
-    python benchmarks/enrollment.py run CHECKPOINT --data PREPARED [--k 1,5] [--draws 5] [--json]
+    python benchmarks/enrollment.py run CHECKPOINT --data PREPARED [--k 1,5] [--draws 5]
+        [--negatives] [--json]
+
+``--negatives`` calibrates each new class's bias against the training clips of the classes the
+model knows (its own training data), as ``protoskel enroll --negatives`` does.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import torch
 from protoskel.data.store import open_store, write_store
 from protoskel.explain.enroll import enroll
 from protoskel.training.checkpoint import checkpoint_layout
-from protoskel.training.trainer import eval_loader, load_for_eval
+from protoskel.training.trainer import eval_loader, load_for_eval, subset_split
 
 
 def held_classes(classes: list[str], hold: str | None, seed: int) -> list[str]:
@@ -108,12 +112,20 @@ def run(args: argparse.Namespace) -> None:
     train = store.split("train")
     train_names = np.array(full)[np.asarray(train.labels)]
     ex_loader = eval_loader(train, lay, cfg)
+    negatives = None
+    if args.negatives:
+        # The model's own training data: training clips of the classes it knows.
+        known_idx = np.flatnonzero(np.isin(train_names, known))
+        negatives, _ = eval_loader(subset_split(train, known_idx), lay, cfg, num_clips=1).batch(
+            np.arange(len(known_idx))
+        )
     result: dict[str, Any] = {
         "checkpoint": args.checkpoint,
         "held_out": hold,
         "val_clips_held": int(is_held.sum()),
         "val_clips_other": int((~is_held).sum()),
         "other_top1_before": base_other,
+        "negatives": 0 if negatives is None else len(negatives),
         "k": {},
     }
     for k in [int(v) for v in args.k.split(",")]:
@@ -128,7 +140,7 @@ def run(args: argparse.Namespace) -> None:
                 x, _ = ex_loader.batch(pick)
                 xs = [x[i * ex_loader.num_clips] for i in range(k)]  # first view per clip
                 ids = [train.ids[i] for i in pick]
-                m, classes = enroll(m, name, xs, ids, classes=classes)
+                m, classes = enroll(m, name, xs, ids, classes=classes, negatives=negatives)
             pred = np.array(classes)[_predict(m, eval_loader(val, lay, cfg))]
             held_acc.append(100 * (pred[is_held] == names[is_held]).mean())
             other_acc.append(100 * (pred[~is_held] == names[~is_held]).mean())
@@ -173,6 +185,9 @@ def main() -> None:
     r.add_argument("--draws", type=int, default=5)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--threads", type=int, default=2)
+    r.add_argument(
+        "--negatives", action="store_true", help="calibrate on the known classes' training clips"
+    )
     r.add_argument("--json", action="store_true")
     args = ap.parse_args()
     prepare(args) if args.cmd == "prepare" else run(args)

@@ -261,6 +261,23 @@ def test_cli_stream_over_video_frames(tiny: dict[str, Path], cli: Cli) -> None:
         ),
         (["forget", "{ck}", "--name", "nope", "--out", "{tmp}/f.pt"], "unknown class"),
         (["prototypes", "{linear}", "--out", "{tmp}/g"], "needs a prototype model"),
+        (
+            [
+                "enroll",
+                "{ck}",
+                "--name",
+                "x",
+                "--examples",
+                "{clip}",
+                "--out",
+                "{tmp}/e.pt",
+                "--negatives",
+                "{store}",
+                "--negatives-split",
+                "nope",
+            ],
+            "no split 'nope'",
+        ),
     ],
 )
 def test_cli_bad_inputs_exit_2_with_one_line(
@@ -273,6 +290,7 @@ def test_cli_bad_inputs_exit_2_with_one_line(
         "clip": tiny["clip"],
         "tmp": tmp_path,
         "txt": tmp_path / "notes.txt",
+        "store": tiny["store"],
     }
     code, out, err = cli(*[a.format(**fill) for a in args])
     assert code == 2 and out == ""
@@ -304,6 +322,16 @@ def test_cli_enroll_then_forget_round_trip(tiny: dict[str, Path], tmp_path: Path
     assert load_checkpoint(tmp_path / "en.pt")["meta"]["edits"][-1]["op"] == "enroll"
     # Its own examples are recognised as the new class (they match its prototypes exactly).
     assert enrolled.predict(load_input(ex[0]), 1)["predictions"][0]["label"] == "new_move"
+
+    # Calibrated against the training clips too: every training clip is a negative.
+    code, out, err = cli(
+        "enroll", tiny["ck"], "--name", "new_move", "--examples", *ex, "--out",
+        tmp_path / "en_neg.pt", "--negatives", tiny["store"], "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    res_neg = json.loads(out)
+    assert res_neg["negatives"] == len(open_store(tiny["store"]).split("train"))
+    assert res_neg["bias"] != res["bias"]
 
     code, _, err = cli(
         "forget",

@@ -14,6 +14,7 @@ from torch import nn
 
 from protoskel.errors import ConfigError
 from protoskel.explain import enroll, forget, forget_example
+from protoskel.explain.enroll import calibrated_bias
 from protoskel.layouts import Layout, get_layout
 from protoskel.models.prototypes import (
     PrototypeHead,
@@ -335,16 +336,19 @@ def test_enroll_then_forget_restores_logits_exactly() -> None:
         forget(model, "wave", classes=classes3)
 
 
-def test_forget_example_equals_enrolling_the_rest() -> None:
+@pytest.mark.parametrize("with_negatives", [False, True])
+def test_forget_example_equals_enrolling_the_rest(with_negatives: bool) -> None:
     lay = get_layout("penn-13")
     model = _trained_toy(lay)
     classes = ["a", "b", "c"]
     new = toy(lay, [3, 3, 3], seed=3)
     ex = [new[i] for i in range(3)]
+    neg = toy(lay, [0, 1, 2] * 4, seed=21) if with_negatives else None
     twin = _trained_toy(lay)
-    twin, _ = enroll(twin, "wave", ex[:2], ["n0", "n1"], classes=classes)
+    twin, _ = enroll(twin, "wave", ex[:2], ["n0", "n1"], classes=classes, negatives=neg)
 
-    model, cl = enroll(model, "wave", ex, ["n0", "n1", "n2"], classes=classes)
+    model, cl = enroll(model, "wave", ex, ["n0", "n1", "n2"], classes=classes, negatives=neg)
+    assert ("negatives" in model.head.class_meta[3]) == with_negatives
     with pytest.raises(ConfigError, match="trained, not enrolled"):
         forget_example(model, "a", "train0", classes=cl)
     with pytest.raises(ConfigError, match="no enrolled example"):
@@ -376,6 +380,46 @@ def test_single_example_enrollment_is_calibrated_without_self_match() -> None:
     assert 0 < meta["scores"][0][0] < exact
     with torch.no_grad():
         assert int(model(toy(lay, [3, 3], seed=12)).argmax(1)[0]) == 3
+
+
+def test_negative_calibration_keeps_known_classes_and_recognises_new_ones() -> None:
+    lay = get_layout("kinect-v1-20")
+    model = _trained_toy(lay)
+    classes = ["a", "b", "c"]
+    xt = toy(lay, [0, 1, 2] * 3, seed=7)
+    new = toy(lay, [3, 3], seed=3)
+    neg = toy(lay, [0, 1, 2] * 5, seed=21)
+    model, _ = enroll(model, "wave", [new[0], new[1]], ["n0", "n1"], classes=classes, negatives=neg)
+    meta = model.head.class_meta[3]
+    stats = meta["negatives"]
+    assert len(stats["top_other"]) == 15 and len(stats["scores"]) == 2
+    assert stats["known_classes"] == 3
+    # Only scores are kept: one float per (example, negative clip), no clip data.
+    assert all(isinstance(v, float) for row in stats["scores"] for v in row)
+    with torch.no_grad():
+        assert (model(xt).argmax(1) == torch.tensor([0, 1, 2] * 3)).all()
+        assert (model(toy(lay, [3, 3, 3], seed=11)).argmax(1) == 3).all()
+    assert meta["bias"] == pytest.approx(calibrated_bias(meta))
+    with pytest.raises(ConfigError, match="negatives must be"):
+        enroll(model, "jump", [new[0]], ["j0"], classes=[*classes, "wave"], negatives=neg[0])
+
+
+@pytest.mark.parametrize(
+    ("need", "allow", "ratio", "expect"),
+    [
+        ([0.0], [2.0], 1.0, (0.0, 2.0)),  # separable: strictly between
+        ([0.0, 1.0], [3.0, 4.0], 1.0, (1.0, 3.0)),
+        ([3.0], [1.0, 2.0], 9.0, (-math.inf, 1.0)),  # conflict: the frequent negatives win
+        ([1.0, 2.0], [1.5], 0.1, (2.0, math.inf)),  # conflict: rare negatives lose
+    ],
+)
+def test_best_threshold_picks_inside_the_optimal_interval(
+    need: list[float], allow: list[float], ratio: float, expect: tuple[float, float]
+) -> None:
+    from protoskel.explain.enroll import _best_threshold
+
+    b = _best_threshold(need, allow, ratio)
+    assert expect[0] < b < expect[1]
 
 
 def _plain(obj) -> bool:

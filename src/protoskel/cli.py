@@ -525,7 +525,20 @@ def enroll_cmd(
         int | None,
         typer.Option("--prototypes-per-part", min=1, help="Prototypes per example and part."),
     ] = None,
-    margin: Annotated[float, typer.Option("--margin", help="Logit margin of the bias.")] = 1.0,
+    margin: Annotated[
+        float, typer.Option("--margin", help="Logit margin of the bias (without --negatives).")
+    ] = 1.0,
+    negatives: Annotated[
+        str | None,
+        typer.Option(
+            "--negatives",
+            help="Prepared store (e.g. the training data) whose clips of the known classes "
+            "calibrate the new class's bias; recommended.",
+        ),
+    ] = None,
+    negatives_split: Annotated[
+        str, typer.Option("--negatives-split", help="Split of --negatives to use.")
+    ] = "train",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Add a class to a prototype model from a few examples (the backbone is unchanged)."""
@@ -536,7 +549,14 @@ def enroll_cmd(
     if any(a.startswith("-") for a in extra):
         raise ConfigError(f"enroll: unexpected option {next(a for a in extra if a[0] == '-')}")
     res = enroll_checkpoint(
-        checkpoint, name, [*examples, *extra], out, prototypes_per_part=per_part, margin=margin
+        checkpoint,
+        name,
+        [*examples, *extra],
+        out,
+        prototypes_per_part=per_part,
+        margin=margin,
+        negatives=negatives,
+        negatives_split=negatives_split,
     )
     if as_json:
         echo_json(res)

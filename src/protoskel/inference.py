@@ -479,11 +479,15 @@ def enroll_checkpoint(
     *,
     prototypes_per_part: int | None = None,
     margin: float = 1.0,
+    negatives: str | Path | None = None,
+    negatives_split: str = "train",
 ) -> dict[str, Any]:
     """Add class ``name`` to a prototype checkpoint from example clips/videos; write ``out``.
 
     Each example goes through the checkpoint's evaluation pipeline (first view), then
-    :func:`protoskel.explain.enroll.enroll`. Returns a summary (classes, example ids, counts).
+    :func:`protoskel.explain.enroll.enroll`. With ``negatives`` (a prepared store, e.g. the
+    model's training data) the bias is calibrated against that split's clips of the classes
+    the model knows as well. Returns a summary (classes, example ids, counts).
     """
     from protoskel.explain.enroll import enroll
     from protoskel.training.checkpoint import save_checkpoint
@@ -504,6 +508,7 @@ def enroll_checkpoint(
         ids.append(cid)
     if not xs:
         raise ConfigError("enroll: give at least one example clip (--examples)")
+    neg = None if negatives is None else negative_clips(pred, negatives, negatives_split)
     _, classes = enroll(
         pred.model,
         name,
@@ -513,6 +518,7 @@ def enroll_checkpoint(
         prototypes_per_part=prototypes_per_part,
         margin=margin,
         positions=positions,
+        negatives=neg,
     )
     save_checkpoint(_edited(pred, classes, {"op": "enroll", "class": name, "examples": ids}), out)
     from protoskel.models.prototypes import find_prototype_head
@@ -525,8 +531,32 @@ def enroll_checkpoint(
         "examples": ids,
         "prototypes": int((head.proto_class == classes.index(name)).sum()),
         "bias": float(head.last_bias[classes.index(name)].detach()),
+        "negatives": 0 if neg is None else len(neg),
         "classes": classes,
     }
+
+
+def negative_clips(pred: Predictor, data_dir: str | Path, split: str = "train") -> Tensor:
+    """The clips of ``split`` whose class the model knows, as model inputs (N, C, T, V, M)."""
+    from protoskel.data.store import open_store
+    from protoskel.training.trainer import eval_loader, subset_split
+
+    store = open_store(data_dir)
+    if store.layout.joints != pred.layout.joints:
+        raise ConfigError(
+            f"{data_dir}: negatives use layout {store.layout.name!r} but the model expects "
+            f"{pred.layout.name!r}; give the prepared store the model was trained on"
+        )
+    sp = store.split(split)
+    names = np.asarray(store.classes)[np.asarray(sp.labels)]
+    keep = np.flatnonzero(np.isin(names, pred.classes))
+    if not len(keep):
+        raise ConfigError(
+            f"{data_dir}: split {split!r} has no clip of the model's classes to calibrate against"
+        )
+    loader = eval_loader(subset_split(sp, keep), pred.layout, pred.config, num_clips=1)
+    x, _ = loader.batch(np.arange(len(keep)))
+    return x
 
 
 def forget_checkpoint(

@@ -43,18 +43,45 @@ def _central(dist: Tensor, k: int) -> list[int]:
 
 
 def calibrated_bias(meta: dict[str, Any]) -> float:
-    """Bias of an enrolled class from its record: mean(top other logit - held-out score) + margin.
+    """Bias of an enrolled class from its record.
 
     ``scores[e][i]`` is the class score example i gets from example e's prototypes alone; an
-    example's held-out score is the mean over the other examples (with a single example, its own
-    prototypes matched only against its non-overlapping segments).
+    example's held-out score h_i is the mean over the other examples (with a single example,
+    its own prototypes matched only against its non-overlapping segments). Example i is
+    recognised when bias > t_i - h_i (t_i: its top logit among the other classes).
+    Without negatives: mean(t_i - h_i) + margin. With ``negatives`` (clips of the other classes,
+    e.g. their training clips: ``scores[e][j]`` and ``top_other[j]``), a negative j keeps its
+    class when bias < t_j - s_j (s_j: its mean score over the examples); the bias is the middle
+    of the interval that maximises the accuracy expected when all K + 1 classes are equally
+    frequent: (recognised examples + K x kept negatives, as fractions) / (K + 1).
     """
     s, t = meta["scores"], meta["top_other"]
     k = len(t)
     held = [
         (sum(s[e][i] for e in range(k) if e != i) / (k - 1)) if k > 1 else s[i][i] for i in range(k)
     ]
-    return float(sum(ti - hi for ti, hi in zip(t, held, strict=True)) / k + meta["margin"])
+    need = [ti - hi for ti, hi in zip(t, held, strict=True)]
+    neg = meta.get("negatives")
+    if not neg or not neg["top_other"]:
+        return float(sum(need) / k + meta["margin"])
+    ns = neg["scores"]
+    allow = [tj - sum(ns[e][j] for e in range(k)) / k for j, tj in enumerate(neg["top_other"])]
+    return _best_threshold(need, allow, float(neg["known_classes"]))
+
+
+def _best_threshold(need: Sequence[float], allow: Sequence[float], ratio: float) -> float:
+    """b maximising #(need < b) / len(need) + ratio * #(allow > b) / len(allow), mid-interval."""
+    pos = torch.tensor(need, dtype=torch.float64)
+    neg = torch.tensor(allow, dtype=torch.float64)
+    edges = torch.unique(torch.cat([pos, neg]))  # sorted
+    # Candidates: the middle of every gap between edges, and one step beyond either end.
+    step = float(edges[-1] - edges[0]) / max(len(edges) - 1, 1) if len(edges) > 1 else 1.0
+    cand = torch.cat([edges[:1] - step, (edges[1:] + edges[:-1]) / 2, edges[-1:] + step])
+    score = (pos[None, :] < cand[:, None]).double().mean(1) + ratio * (
+        neg[None, :] > cand[:, None]
+    ).double().mean(1)
+    best = torch.nonzero(score >= score.max() - 1e-12).flatten()
+    return float(cand[best[len(best) // 2]])
 
 
 def _class_index(classes: Sequence[str], head: PrototypeHead, name: str) -> int:
@@ -89,6 +116,8 @@ def enroll(
     prototypes_per_part: int | None = None,
     margin: float = 1.0,
     positions: Sequence[Tensor | None] | None = None,
+    negatives: Tensor | None = None,
+    batch_size: int = 64,
 ) -> tuple[nn.Module, list[str]]:
     """Add ``class_name`` from example clips (C, T, V, M), already normalised + stream-derived.
 
@@ -96,8 +125,11 @@ def enroll(
     most central segments of its present persons become prototypes, each weighted
     ``w / k`` (w: the trained classes' mean own-class weight, k examples) so the class score is
     the mean over examples of a trained-class-sized score. The bias is set by
-    :func:`calibrated_bias`. ``positions`` optionally gives each example's original frame
-    positions (T,) for provenance. Returns the model (changed in place) and the new class list.
+    :func:`calibrated_bias`: from the examples alone, or, with ``negatives`` (N, C, T, V, M)
+    clips of the classes the model knows (e.g. its training clips), from both (only their
+    scores are kept, in the class record). ``positions`` optionally gives each example's
+    original frame positions (T,) for provenance. Returns the model (changed in place) and the
+    new class list.
     """
     head = find_prototype_head(model)
     if len(classes) != head.num_classes:
@@ -118,6 +150,10 @@ def enroll(
     per_part = head.prototypes_per_class if prototypes_per_part is None else prototypes_per_part
     if per_part < 1:
         raise ConfigError("enroll: prototypes_per_part must be >= 1")
+    if negatives is not None and (
+        not isinstance(negatives, Tensor) or negatives.dim() != 5 or len(negatives) == 0
+    ):
+        raise ConfigError("enroll: negatives must be a non-empty tensor (N, C, T, V, M)")
     dev = head.prototypes.device
     was_training = model.training
     model.eval()
@@ -200,12 +236,43 @@ def enroll(
                 "top_other": tops,
                 "prototypes_per_part": int(per_part),
             }
+            if negatives is not None:
+                meta["negatives"] = _negative_scores(
+                    model, head, negatives, pvec, ptensor, owner, k, wbar, batch_size
+                )
             bias = calibrated_bias(meta)
             meta["bias"] = bias
             head._append_class(pvec, ptensor, wbar / k, bias, prov, meta)
     finally:
         model.train(was_training)
     return model, [*classes, class_name]
+
+
+def _negative_scores(
+    model: nn.Module,
+    head: PrototypeHead,
+    negatives: Tensor,
+    pvec: Tensor,
+    parts: Tensor,
+    owner: Tensor,
+    k: int,
+    wbar: float,
+    batch_size: int,
+) -> dict[str, Any]:
+    """Per negative clip: its top logit now, and the score each example's prototypes give it."""
+    dev = pvec.device
+    tops: list[float] = []
+    per_example: list[list[float]] = [[] for _ in range(k)]
+    for xb in negatives.to(dev, torch.float32).split(max(1, batch_size)):
+        tops += model(xb).max(1).values.tolist()
+        feats, _, _ = feature_rows(model, xb)
+        d = head.distances(head.segments(feats), pvec, parts)  # (R, M, Q_new, W)
+        # As the forward pass: best over persons and windows, evidence averaged over copies.
+        sim = head.similarity_from_distance(d.permute(0, 2, 1, 3).flatten(2).amin(-1))
+        sim = sim.view(len(xb), -1, sim.shape[-1]).mean(1)  # (B, Q_new)
+        for e in range(k):
+            per_example[e] += (wbar * sim[:, owner == e].sum(1)).tolist()
+    return {"top_other": tops, "scores": per_example, "known_classes": head.num_classes}
 
 
 def forget(
@@ -251,6 +318,9 @@ def forget_example(
     meta["clip_ids"] = [meta["clip_ids"][j] for j in keep]
     meta["scores"] = [[meta["scores"][a][b] for b in keep] for a in keep]
     meta["top_other"] = [meta["top_other"][j] for j in keep]
+    if meta.get("negatives"):
+        neg = meta["negatives"]
+        neg["scores"] = [neg["scores"][j] for j in keep]
     meta["bias"] = calibrated_bias(meta)
     with torch.no_grad():
         head.last_weight.data[k, head.proto_class == k] = meta["weight"] / len(keep)
