@@ -31,6 +31,7 @@ import numpy as np
 
 from protoskel.data.sequence import SkeletonSequence
 from protoskel.errors import DataFormatError, ProtoskelError
+from protoskel.progress import progress_bar
 
 __all__ = ["available_model_complexities", "extract_pose", "write_pose_npz"]
 
@@ -117,28 +118,9 @@ def _open_video(cv2: Any, video: Path) -> Any:
 
 
 def _progress(total: int | None, enabled: bool) -> Any:
-    """A rich progress bar on stderr (a no-op context when disabled)."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("pose"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:.1f} frames/s"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-        transient=False,
-    )
+    """A rich progress bar on stderr (renders nothing when disabled)."""
+    cols = ["pose", "{bar}", "{count}", "{task.fields[rate]:.1f} frames/s"]
+    return progress_bar([*cols, "{elapsed}", "{remaining}"], disable=not enabled)
 
 
 def extract_pose(

@@ -6,7 +6,6 @@ import contextlib
 import copy
 import csv
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from torch import nn
 
 from protoskel.errors import CheckpointError, ConfigError
 from protoskel.layouts import Layout
+from protoskel.progress import progress_bar
 from protoskel.training.checkpoint import (
     build_from_checkpoint,
     checkpoint_layout,
@@ -270,27 +270,8 @@ def predict_split(model: nn.Module, loader: Any) -> tuple[np.ndarray, np.ndarray
 def _progress(enabled: bool) -> Any:
     if not enabled:
         return contextlib.nullcontext(None)
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[stats]}"),
-        console=Console(file=sys.stderr),
-        transient=False,
-    )
+    cols = ["{task.description}", "{bar}", "{count}", "{elapsed}", "eta", "{remaining}"]
+    return progress_bar([*cols, "{task.fields[stats]}"])
 
 
 class _Logs:
