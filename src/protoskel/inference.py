@@ -368,61 +368,20 @@ def _pose_frames(
     source: Path | int, max_frames: int | None, model_complexity: int
 ) -> Iterator[Frame]:
     """MediaPipe Pose frame by frame on a video or camera (the conventions of extract_pose)."""
-    from protoskel.errors import ProtoskelError
-    from protoskel.pose import mediapipe_pose as mpp
+    from protoskel.pose import LAYOUT, pose_frames
 
-    mp, cv2 = mpp._import_mediapipe(), mpp._import_cv2()
-    mpp._check_model_complexity(mp, model_complexity)
-    if isinstance(source, int):
-        cap = cv2.VideoCapture(source)
-        if not cap.isOpened():
-            cap.release()
-            raise ProtoskelError(
-                f"camera {source}: cannot be opened (no such camera, or it is busy); "
-                "give another camera index or a video file"
-            )
-        name = f"camera {source}"
-    else:
-        cap = mpp._open_video(cv2, source)
-        name = str(source)
-    pose = mp.solutions.pose.Pose(
-        static_image_mode=False,
-        model_complexity=model_complexity,
-        smooth_landmarks=True,
-        min_detection_confidence=0.5,
-        min_tracking_confidence=0.5,
-    )
-    try:
-        t = 0
-        while max_frames is None or t < max_frames:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            arrived = time.perf_counter()
-            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            res = pose.process(rgb)
-            world = np.zeros((mpp.NUM_LANDMARKS, 3), np.float32)
-            image = np.zeros((mpp.NUM_LANDMARKS, 3), np.float32)
-            if res.pose_world_landmarks is not None and res.pose_landmarks is not None:
-                world[:] = [(p.x, p.y, p.z) for p in res.pose_world_landmarks.landmark]
-                world *= mpp._WORLD_TO_KINECT
-                image[:] = [(p.x, p.y, p.visibility) for p in res.pose_landmarks.landmark]
-            yield Frame(
-                t,
-                world[None],
-                mpp.LAYOUT,
-                arrived,
-                pose_ms=(time.perf_counter() - arrived) * 1000.0,
-                source=name,
-                image_keypoints=image[None],
-                image_size=(int(frame.shape[1]), int(frame.shape[0])),
-            )
-            t += 1
-        if t == 0:
-            raise DataFormatError(name, "frame 0", "no frame could be read")
-    finally:
-        pose.close()
-        cap.release()
+    name = f"camera {source}" if isinstance(source, int) else str(source)
+    for f in pose_frames(source, model_complexity=model_complexity, max_frames=max_frames):
+        yield Frame(
+            f.index,
+            f.keypoints[None],
+            LAYOUT,
+            f.arrived,
+            pose_ms=f.pose_ms,
+            source=name,
+            image_keypoints=f.image[None],
+            image_size=f.size,
+        )
 
 
 def iter_frames(

@@ -24,6 +24,8 @@ import math
 import os
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,13 @@ from protoskel.data.sequence import SkeletonSequence
 from protoskel.errors import DataFormatError, ProtoskelError
 from protoskel.progress import progress_bar
 
-__all__ = ["available_model_complexities", "extract_pose", "write_pose_npz"]
+__all__ = [
+    "PoseFrame",
+    "available_model_complexities",
+    "extract_pose",
+    "pose_frames",
+    "write_pose_npz",
+]
 
 LAYOUT = "mediapipe-33"
 NUM_LANDMARKS = 33
@@ -117,7 +125,169 @@ def _open_video(cv2: Any, video: Path) -> Any:
     return cap
 
 
-def _progress(total: int | None, enabled: bool) -> Any:
+def _open_camera(cv2: Any, index: int) -> Any:
+    """Open camera ``index`` with OpenCV or raise ProtoskelError naming it."""
+    cap = cv2.VideoCapture(index)
+    if not cap.isOpened():
+        cap.release()
+        raise ProtoskelError(
+            f"camera {index}: cannot be opened (no such camera, or it is busy); "
+            "give another camera index or a video file"
+        )
+    return cap
+
+
+@dataclass(frozen=True)
+class PoseFrame:
+    """One decoded frame and MediaPipe's pose on it (all zeros when no person was found)."""
+
+    index: int  # frames read so far, from 0 (after start_frame)
+    keypoints: np.ndarray  # (33, 3) float32 metres, Kinect convention (module docstring)
+    scores: np.ndarray  # (33,) float32 visibility in [0, 1]
+    image: np.ndarray  # (33, 3) float32 x / width, y / height, visibility
+    detected: bool
+    size: tuple[int, int]  # (width, height)
+    arrived: float  # time.perf_counter() when the frame was decoded
+    pose_ms: float  # MediaPipe's time on this frame
+
+
+def pose_frames(
+    source: str | Path | int,
+    *,
+    model_complexity: int = 1,
+    min_detection_confidence: float = 0.5,
+    min_tracking_confidence: float = 0.5,
+    start_frame: int = 0,
+    max_frames: int | None = None,
+    info: dict[str, Any] | None = None,
+) -> Iterator[PoseFrame]:
+    """MediaPipe Pose frame by frame on a video file or a camera index, as frames come.
+
+    ``start_frame`` skips that many frames first (decoded, so exact for every codec) and
+    ``max_frames`` stops after that many frames. Arguments are checked before anything is
+    opened; the capture and the model are released when the iteration ends or is abandoned.
+    ``info``, when given, is filled with ``fps``, ``frame_count`` (None when the container does
+    not say) and ``extractor`` once the source is open.
+    """
+    if start_frame < 0:
+        raise ProtoskelError(f"start_frame must be >= 0, got {start_frame}")
+    if max_frames is not None and max_frames < 1:
+        raise ProtoskelError(f"max_frames must be >= 1, got {max_frames}")
+    for name, value in (
+        ("min_detection_confidence", min_detection_confidence),
+        ("min_tracking_confidence", min_tracking_confidence),
+    ):
+        if not 0.0 <= value <= 1.0:
+            raise ProtoskelError(f"{name} must be in [0, 1], got {value}")
+    return _pose_frames(
+        source,
+        model_complexity,
+        min_detection_confidence,
+        min_tracking_confidence,
+        start_frame,
+        max_frames,
+        info,
+    )
+
+
+def _pose_frames(
+    source: str | Path | int,
+    model_complexity: int,
+    min_detection_confidence: float,
+    min_tracking_confidence: float,
+    start_frame: int,
+    max_frames: int | None,
+    info: dict[str, Any] | None,
+) -> Iterator[PoseFrame]:
+    mp = _import_mediapipe()
+    cv2 = _import_cv2()
+    _check_model_complexity(mp, model_complexity)
+    where: str | Path
+    if isinstance(source, int):
+        cap, where = _open_camera(cv2, source), f"camera {source}"
+    else:
+        where = Path(source)
+        cap = _open_video(cv2, where)
+    try:
+        if info is not None:
+            fps = float(cap.get(cv2.CAP_PROP_FPS))
+            count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+            info["fps"] = fps if math.isfinite(fps) and fps > 0 else None
+            info["frame_count"] = count if count > 0 else None
+            info["extractor"] = (
+                f"mediapipe {mp.__version__} pose, model_complexity={model_complexity}"
+            )
+        # grab() decodes without converting, so skipping is exact even where seeking is not.
+        for skipped in range(start_frame):
+            if not cap.grab():
+                raise DataFormatError(
+                    where, f"frame {skipped}", f"video ended before start_frame={start_frame}"
+                )
+        pose = mp.solutions.pose.Pose(
+            static_image_mode=False,
+            model_complexity=model_complexity,
+            smooth_landmarks=True,
+            min_detection_confidence=min_detection_confidence,
+            min_tracking_confidence=min_tracking_confidence,
+        )
+        try:
+            t = 0
+            while max_frames is None or t < max_frames:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                arrived = time.perf_counter()
+                yield _landmarks(cv2, pose, frame, where, start_frame + t, t, arrived)
+                t += 1
+        finally:
+            pose.close()
+    finally:
+        cap.release()
+    if t == 0:
+        raise DataFormatError(
+            where,
+            f"frame {start_frame}",
+            "no frame could be decoded (empty video, unsupported codec, or start_frame at or "
+            "past the end)",
+        )
+
+
+def _landmarks(
+    cv2: Any, pose: Any, frame: Any, where: str | Path, at: int, t: int, arrived: float
+) -> PoseFrame:
+    """Run MediaPipe on one BGR frame (``at``: its index in the video, for errors)."""
+    if frame is None or frame.ndim != 3 or frame.shape[2] != 3:
+        shape = None if frame is None else frame.shape
+        raise DataFormatError(where, f"frame {at}", f"unexpected image shape {shape}")
+    try:
+        res = pose.process(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    except (RuntimeError, ValueError) as e:
+        raise DataFormatError(where, f"frame {at}", f"MediaPipe failed: {e}") from e
+    world = np.zeros((NUM_LANDMARKS, 4), np.float32)
+    image = np.zeros((NUM_LANDMARKS, 3), np.float32)
+    found = res.pose_world_landmarks is not None and res.pose_landmarks is not None
+    if found:
+        world[:] = [(p.x, p.y, p.z, p.visibility) for p in res.pose_world_landmarks.landmark]
+        image[:] = [(p.x, p.y, p.visibility) for p in res.pose_landmarks.landmark]
+    # Visibility is a sigmoid output; clip guards the documented [0, 1] range against rounding.
+    image[:, 2] = np.clip(image[:, 2], 0.0, 1.0)
+    # Negating 0.0 gives -0.0; frames without a person stay plain zeros.
+    keypoints = (
+        world[:, :3] * _WORLD_TO_KINECT if found else np.zeros((NUM_LANDMARKS, 3), np.float32)
+    )
+    return PoseFrame(
+        index=t,
+        keypoints=keypoints.astype(np.float32),
+        scores=np.clip(world[:, 3], 0.0, 1.0),
+        image=image,
+        detected=found,
+        size=(int(frame.shape[1]), int(frame.shape[0])),
+        arrived=arrived,
+        pose_ms=(time.perf_counter() - arrived) * 1000.0,
+    )
+
+
+def _progress(enabled: bool) -> Any:
     """A rich progress bar on stderr (renders nothing when disabled)."""
     cols = ["pose", "{bar}", "{count}", "{task.fields[rate]:.1f} frames/s"]
     return progress_bar([*cols, "{elapsed}", "{remaining}"], disable=not enabled)
@@ -142,122 +312,47 @@ def extract_pose(
     ``extractor`` and ``extraction_seconds``.
     """
     video = Path(video)
-    if start_frame < 0:
-        raise ProtoskelError(f"start_frame must be >= 0, got {start_frame}")
-    if max_frames is not None and max_frames < 1:
-        raise ProtoskelError(f"max_frames must be >= 1, got {max_frames}")
-    for name, value in (
-        ("min_detection_confidence", min_detection_confidence),
-        ("min_tracking_confidence", min_tracking_confidence),
-    ):
-        if not 0.0 <= value <= 1.0:
-            raise ProtoskelError(f"{name} must be in [0, 1], got {value}")
-    mp = _import_mediapipe()
-    cv2 = _import_cv2()
-    _check_model_complexity(mp, model_complexity)
-
-    cap = _open_video(cv2, video)
-    fps_raw = float(cap.get(cv2.CAP_PROP_FPS))
-    fps = fps_raw if math.isfinite(fps_raw) and fps_raw > 0 else None
-    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    # The container's frame count can be missing or approximate: it only sizes the progress bar.
-    total = max(count - start_frame, 0) if count > 0 else None
+    info: dict[str, Any] = {}
+    frames = pose_frames(
+        video,
+        model_complexity=model_complexity,
+        min_detection_confidence=min_detection_confidence,
+        min_tracking_confidence=min_tracking_confidence,
+        start_frame=start_frame,
+        max_frames=max_frames,
+        info=info,
+    )
+    # The first frame opens the source: its errors come before any progress output.
+    first = next(frames)
+    start = first.arrived  # the per-frame loop only: not opening or loading the model
+    got = [first]
+    # The container's frame count can be missing or approximate: it only sizes the bar.
+    count = info.get("frame_count")
+    total = max(count - start_frame, 0) if count else None
     if max_frames is not None:
         total = max_frames if total is None else min(total, max_frames)
-
-    world: list[np.ndarray] = []
-    image: list[np.ndarray] = []
-    detected: list[bool] = []
-    size: tuple[int, int] | None = None
-    # grab() decodes without converting, so skipping is exact even where seeking is not.
-    for skipped in range(start_frame):
-        if not cap.grab():
-            cap.release()
-            raise DataFormatError(
-                video, f"frame {skipped}", f"video ended before start_frame={start_frame}"
-            )
-    try:
-        pose = mp.solutions.pose.Pose(
-            static_image_mode=False,
-            model_complexity=model_complexity,
-            smooth_landmarks=True,
-            min_detection_confidence=min_detection_confidence,
-            min_tracking_confidence=min_tracking_confidence,
-        )
-    except BaseException:
-        cap.release()
-        raise
-    start = time.perf_counter()  # per-frame loop only: decoding + inference, not model loading
-    try:
-        with _progress(total, progress) as bar:
-            task = bar.add_task("pose", total=total, rate=0.0)
-            while max_frames is None or len(world) < max_frames:
-                ok, frame = cap.read()
-                if not ok:
-                    break
-                t = len(world)
-                if frame is None or frame.ndim != 3 or frame.shape[2] != 3:
-                    shape = None if frame is None else frame.shape
-                    raise DataFormatError(
-                        video, f"frame {start_frame + t}", f"unexpected image shape {shape}"
-                    )
-                if size is None:
-                    size = (int(frame.shape[1]), int(frame.shape[0]))
-                rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                try:
-                    res = pose.process(rgb)
-                except (RuntimeError, ValueError) as e:
-                    raise DataFormatError(
-                        video, f"frame {start_frame + t}", f"MediaPipe failed: {e}"
-                    ) from e
-                w = np.zeros((NUM_LANDMARKS, 4), np.float32)
-                im = np.zeros((NUM_LANDMARKS, 3), np.float32)
-                if res.pose_world_landmarks is not None and res.pose_landmarks is not None:
-                    w[:] = [
-                        (p.x, p.y, p.z, p.visibility) for p in res.pose_world_landmarks.landmark
-                    ]
-                    im[:] = [(p.x, p.y, p.visibility) for p in res.pose_landmarks.landmark]
-                    detected.append(True)
-                else:
-                    detected.append(False)
-                world.append(w)
-                image.append(im)
-                elapsed = time.perf_counter() - start
-                bar.update(task, advance=1, rate=(t + 1) / max(elapsed, 1e-9))
-    finally:
-        pose.close()
-        cap.release()
+    with _progress(progress) as bar:
+        task = bar.add_task("pose", total=total, rate=0.0)
+        bar.update(task, advance=1)
+        for f in frames:
+            got.append(f)
+            elapsed = time.perf_counter() - start
+            bar.update(task, advance=1, rate=len(got) / max(elapsed, 1e-9))
     elapsed = time.perf_counter() - start
-
-    if not world:
-        raise DataFormatError(
-            video,
-            f"frame {start_frame}",
-            "no frame could be decoded (empty video, unsupported codec, or start_frame at or "
-            "past the end)",
-        )
-    w_all = np.stack(world)  # (T, 33, 4)
-    im_all = np.stack(image)  # (T, 33, 3)
-    # Visibility is a sigmoid output; clip guards the documented [0, 1] range against rounding.
-    scores = np.clip(w_all[..., 3], 0.0, 1.0)
-    found = np.array(detected, dtype=bool)
-    im_all[..., 2] = np.clip(im_all[..., 2], 0.0, 1.0)
-    keypoints = (w_all[..., :3] * _WORLD_TO_KINECT)[None].astype(np.float32)
-    # Negating 0.0 gives -0.0; make missing frames plain zeros.
-    keypoints[:, ~found] = 0.0
+    found = np.array([f.detected for f in got], dtype=bool)
     seq = SkeletonSequence(
-        keypoints=keypoints,
+        keypoints=np.stack([f.keypoints for f in got])[None],
         layout=LAYOUT,
-        scores=scores[None].astype(np.float32),
+        scores=np.stack([f.scores for f in got])[None],
         id=video.stem,
-        fps=fps,
+        fps=info.get("fps"),
         meta={
-            "image_keypoints": im_all[None].astype(np.float32),
+            "image_keypoints": np.stack([f.image for f in got])[None],
             "frames_with_pose": int(found.sum()),
             "start_frame": start_frame,
-            "image_size": size,
+            "image_size": got[0].size,
             "source": str(video),
-            "extractor": f"mediapipe {mp.__version__} pose, model_complexity={model_complexity}",
+            "extractor": info.get("extractor", ""),
             "coords": "metres, hip-centred; x camera-left, y up, z away from camera",
             "extraction_seconds": elapsed,
         },
