@@ -36,8 +36,13 @@ import torch.nn.functional as F
 from protoskel.data.store import open_store
 from protoskel.explain.attribution import (
     gradient_saliency,
+    normalize01,
+    own_part_share,
     prototype_attribution,
+    prototype_evidence,
+    prototype_masking,
     removal_fill,
+    supporting_prototypes,
 )
 from protoskel.training.checkpoint import checkpoint_layout
 from protoskel.training.trainer import eval_loader, load_for_eval
@@ -101,6 +106,8 @@ def main() -> None:
     n = len(split) if args.limit <= 0 else min(args.limit, len(split))
     rng = np.random.default_rng(args.seed)
     curves: dict[str, list[np.ndarray]] = {k: [] for k in METHODS}
+    locality: list[tuple[float, float]] = []
+    parts = list(lay.parts.values())
     correct = 0
     for i in range(n):
         x, y = loader.batch(np.array([i]))
@@ -110,12 +117,18 @@ def main() -> None:
         correct += int(c == int(y[0]))
         t, v = x.shape[2], x.shape[3]
         tiebreak = rng.permutation(t * v)
+        ev = prototype_evidence(model, x)
+        support = supporting_prototypes(ev["contributions"][c], args.proto_top)
+        per_proto = prototype_masking(model, x, c, fill=args.fill or args.mode)
+        # How local are the matches: share of each of the 5 strongest prototypes' masking map
+        # on its own part's joints, against the part's share of the joints.
+        for q in support[:5]:
+            joints = parts[int(ev["proto_part"][q])]
+            locality.append((own_part_share(per_proto[q], joints), len(joints) / v))
         maps: dict[str, Any] = {
-            "prototype": prototype_attribution(
-                model, x, c, lay, top=args.proto_top, fill=args.fill or args.mode
-            ),
+            "prototype": normalize01(per_proto[support].sum(0)),
             "prototype_window": prototype_attribution(
-                model, x, c, lay, top=args.proto_top, method="window"
+                model, x, c, lay, top=args.proto_top, evidence=ev, method="window"
             ),
             "saliency": gradient_saliency(model, x, c),
             "random": np.zeros((t, v)),
@@ -142,6 +155,12 @@ def main() -> None:
             "auc_sem": float(auc.std(ddof=1) / np.sqrt(len(auc))) if len(auc) > 1 else 0.0,
             "curve": [round(float(a), 4) for a in arr.mean(0)],
         }
+    loc = np.asarray(locality).reshape(-1, 2)
+    out["own_part_share"] = {
+        "mean": float(loc[:, 0].mean()) if len(loc) else 0.0,
+        "chance": float(loc[:, 1].mean()) if len(loc) else 0.0,
+        "prototypes": len(loc),
+    }
     a = {k: np.trapezoid(np.stack(curves[k]), frac, axis=1) for k in METHODS}
     out["prototype_beats_random_clips"] = float((a["prototype"] < a["random"]).mean())
     out["prototype_beats_saliency_clips"] = float((a["prototype"] < a["saliency"]).mean())
@@ -155,6 +174,11 @@ def main() -> None:
         print(f"{name:<16} AUC {out[name]['auc_mean']:.4f} +- {out[name]['auc_sem']:.4f}")
     print(f"prototype < random on {100 * out['prototype_beats_random_clips']:.1f} % of clips")
     print(f"prototype < saliency on {100 * out['prototype_beats_saliency_clips']:.1f} % of clips")
+    sh = out["own_part_share"]
+    print(
+        f"top-5 prototypes: {100 * sh['mean']:.1f} % of their masking map on their own part "
+        f"(the part's share of the joints: {100 * sh['chance']:.1f} %)"
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ matched, its provenance) that reports list.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -32,10 +33,12 @@ __all__ = [
     "gradient_saliency",
     "joint_importance",
     "normalize01",
+    "own_part_share",
     "prototype_attribution",
     "prototype_evidence",
     "prototype_masking",
     "removal_fill",
+    "supporting_prototypes",
 ]
 
 
@@ -186,10 +189,8 @@ def prototype_attribution(
     contrib = ev["contributions"]
     if not 0 <= int(target) < contrib.shape[0]:
         raise ConfigError(f"target class {target} is out of range for {contrib.shape[0]} classes")
+    order = supporting_prototypes(contrib[int(target)], top)
     c = contrib[int(target)]
-    order = [int(i) for i in np.argsort(-c, kind="stable") if c[i] > 0]
-    if top is not None:
-        order = order[: max(0, int(top))]
     if method == "masking":
         return normalize01(prototype_masking(model, x, target, fill=fill)[order].sum(0))
     parts = list(layout.parts.values())
@@ -204,6 +205,20 @@ def prototype_attribution(
         fs, fe = int(ev["frame_start"][qi]), int(ev["frame_end"][qi])
         imp[fs:fe, joints] += c[qi]
     return normalize01(imp)
+
+
+def own_part_share(imp: np.ndarray, joints: Sequence[int]) -> float:
+    """Share of the positive mass of a (T, V) map that lies on ``joints`` (0 for an empty map)."""
+    per_joint = np.clip(np.asarray(imp, dtype=np.float64), 0.0, None).sum(0)
+    total = float(per_joint.sum())
+    return float(per_joint[list(joints)].sum()) / total if total > 0 else 0.0
+
+
+def supporting_prototypes(contributions: np.ndarray, top: int | None = None) -> list[int]:
+    """Prototypes with a positive contribution (Q,) to a logit, largest first (``top`` only)."""
+    c = np.asarray(contributions)
+    order = [int(i) for i in np.argsort(-c, kind="stable") if c[i] > 0]
+    return order if top is None else order[: max(0, int(top))]
 
 
 @torch.no_grad()

@@ -35,8 +35,10 @@ from protoskel.explain.attribution import (
     gradient_saliency,
     joint_importance,
     normalize01,
+    own_part_share,
     prototype_evidence,
     prototype_masking,
+    supporting_prototypes,
 )
 from protoskel.explain.render import Panel, data_uri, heatmap_png, panels_png, skeleton_gif, to_xy
 from protoskel.inference import Predictor, is_video, load_input, require_prototypes
@@ -297,8 +299,7 @@ def explain_clip(
     importance = saliency
     if pred.is_prototype:
         ev = prototype_evidence(pred.model, x0, pos)
-        c = ev["contributions"][target]
-        support = [int(i) for i in np.argsort(-c, kind="stable") if c[i] > 0]
+        support = supporting_prototypes(ev["contributions"][target])
         listed = support[: max(0, top_prototypes)]
         # One set of masked copies gives the class map and every prototype's own map.
         drops = prototype_masking(pred.model, x0, target)
@@ -327,11 +328,10 @@ def explain_clip(
 def _dependence(imp: np.ndarray, part: Sequence[int], joints: Sequence[str]) -> dict[str, Any]:
     """Which joints one prototype's match depended on (its masking map), and how local."""
     per_joint = np.clip(imp, 0.0, None).sum(0)
-    total = float(per_joint.sum())
-    top = [int(j) for j in np.argsort(-per_joint, kind="stable")[:3]] if total > 0 else []
+    top = [int(j) for j in np.argsort(-per_joint, kind="stable")[:3]] if per_joint.any() else []
     return {
         "top_joints": [joints[j] for j in top],
-        "own_part_share": _r(float(per_joint[list(part)].sum()) / total) if total > 0 else 0.0,
+        "own_part_share": _r(own_part_share(imp, part)),
     }
 
 
