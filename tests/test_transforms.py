@@ -161,6 +161,24 @@ def test_train_positions_stay_in_clip_and_follow_crop() -> None:
     assert torch.allclose(full, eval_positions(lengths, 52))  # p=1 crop == uniform sampling
 
 
+def test_random_sampling_draws_sorted_whole_frames_inside_the_crop() -> None:
+    lengths = torch.tensor([1, 5, 40, 201])
+    pos = train_positions(lengths, 52, _g(0), (0.5, 1.0), num_clips=3, sample="random")
+    lens = lengths.repeat_interleave(3)[:, None].float()
+    assert pos.shape == (12, 52) and (pos >= 0).all() and (pos <= lens - 1).all()
+    assert torch.equal(pos, pos.round())  # whole frames, as CTR-GCN's NW-UCLA feeder reads
+    assert (pos[:, 1:] >= pos[:, :-1]).all()
+    gaps = pos[-3:, 1:] - pos[-3:, :-1]
+    assert gaps.std() > 0.5  # irregular steps, unlike the even resampling
+    again = train_positions(lengths, 52, _g(0), (0.5, 1.0), num_clips=3, sample="random")
+    assert torch.equal(pos, again)
+    with pytest.raises(ConfigError, match="sample"):
+        train_positions(lengths, 52, _g(0), sample="shuffle")
+    with pytest.raises(ConfigError, match=r"augment\.sample"):
+        AugmentConfig.from_dict({"sample": "shuffle"})
+    assert AugmentConfig.from_dict({"sample": "random"}).sample == "random"
+
+
 def test_eval_positions_centred_and_multi_clip_grouping() -> None:
     lengths = torch.tensor([10, 100])
     one = eval_positions(lengths, 5)

@@ -228,7 +228,9 @@ class ClipLoader:
         if self.train and generator is None:
             raise ConfigError("a training batch needs a torch.Generator")
         if generator is not None and self.train:
-            pos = train_positions(lengths, self.num_frames, generator, self.augment.crop, k)
+            pos = train_positions(
+                lengths, self.num_frames, generator, self.augment.crop, k, self.augment.sample
+            )
         else:
             pos = eval_positions(lengths, self.num_frames, k)
         starts = self._starts[idx].repeat_interleave(k)

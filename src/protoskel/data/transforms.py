@@ -242,20 +242,28 @@ def normalize(
 
 
 # --------------------------------------------------------------------------- frame sampling
+SAMPLE_MODES = ("even", "random")
+
+
 def train_positions(
     lengths: Tensor,
     num_frames: int,
     generator: torch.Generator,
     p_interval: Sequence[float] = (0.5, 1.0),
     num_clips: int = 1,
+    sample: str = "even",
 ) -> Tensor:
     """Random-crop-and-resize frame positions ``(N*K, T)`` float, relative to each clip's start.
 
     Per clip (and per each of its ``K`` copies) a ratio ``p ~ U(p_interval)`` of the clip is kept
     (at least one frame), at a random offset, and resampled to ``num_frames`` positions with the
     pixel-centre convention of linear resizing, so positions are within ``[0, length - 1]``.
+    With ``sample="random"`` the positions are instead ``num_frames`` whole frames of the crop
+    drawn independently and sorted, so the speed of the motion varies within the clip.
     Rows are grouped per clip: clip i owns rows ``i*K:(i+1)*K``.
     """
+    if sample not in SAMPLE_MODES:
+        raise ConfigError(f"sample must be one of {', '.join(SAMPLE_MODES)}, got {sample!r}")
     lo, hi = _interval(p_interval)
     lens = lengths.to(torch.float64).repeat_interleave(num_clips)
     p = lo + (hi - lo) * torch.rand(lens.shape, generator=generator, dtype=torch.float64)
@@ -264,6 +272,10 @@ def train_positions(
     start = torch.floor(
         torch.rand(lens.shape, generator=generator, dtype=torch.float64) * (lens - crop + 1)
     )
+    if sample == "random":
+        u = torch.rand(lens.shape[0], num_frames, generator=generator, dtype=torch.float64)
+        rel = torch.minimum(torch.floor(u * crop[:, None]), crop[:, None] - 1)
+        return (start[:, None] + rel.sort(dim=1).values).to(torch.float32)
     i = torch.arange(num_frames, dtype=torch.float64)
     rel = (i[None, :] + 0.5) * (crop[:, None] / num_frames) - 0.5
     rel = torch.minimum(rel.clamp_min(0.0), crop[:, None] - 1)
@@ -354,11 +366,13 @@ class AugmentConfig:
       x, y, z (2D uses az); ``scale``: ``{"p", "range": [lo, hi], "per_axis": bool}``;
       ``shear``: ``{"p", "amount"}``; ``jitter``: ``{"p", "std"}`` Gaussian joint noise;
       ``frame_drop``: ``{"p", "rate"}`` drop frames, filled by the previous kept frame;
-      ``flip``: ``{"p"}`` left-right mirror. A bare number or list is shorthand for the main
-      parameter with ``p = 1`` (for ``flip``: the probability).
+      ``flip``: ``{"p"}`` left-right mirror; ``sample``: ``even`` (default) or ``random``
+      frame positions within the crop (see :func:`train_positions`). A bare number or list is
+      shorthand for the main parameter with ``p = 1`` (for ``flip``: the probability).
     """
 
     crop: tuple[float, float] = (1.0, 1.0)
+    sample: str = "even"
     rotate_p: float = 0.0
     rotate_angle: tuple[float, float, float] = (0.0, 0.0, 0.0)
     scale_p: float = 0.0
@@ -381,13 +395,20 @@ class AugmentConfig:
             return config
         if not isinstance(config, Mapping):
             raise ConfigError(f"augment must be a mapping, got {type(config).__name__}")
-        known = ("crop", "rotate", "scale", "shear", "jitter", "frame_drop", "flip")
+        known = ("crop", "sample", "rotate", "scale", "shear", "jitter", "frame_drop", "flip")
         for key in config:
             if key not in known:
                 raise ConfigError(f"augment.{key}: unknown augmentation; known: {', '.join(known)}")
         kw: dict[str, Any] = {}
         if config.get("crop") is not None:
             kw["crop"] = _interval(config["crop"])
+        if config.get("sample") is not None:
+            if config["sample"] not in SAMPLE_MODES:
+                raise ConfigError(
+                    f"augment.sample: expected one of {', '.join(SAMPLE_MODES)}, "
+                    f"got {config['sample']!r}"
+                )
+            kw["sample"] = str(config["sample"])
         if (r := _op(config, "rotate", "angle")) is not None:
             ang = r["angle"]
             ang = [ang] * 3 if isinstance(ang, int | float) else list(ang)
