@@ -124,6 +124,28 @@ def test_eval_order_multi_clip_grouping_and_no_drop() -> None:
     assert torch.equal(torch.cat(ys), torch.as_tensor(split.labels))
 
 
+def test_mirror_appends_left_right_mirrors_of_every_view() -> None:
+    rng = np.random.default_rng(1)
+    split = TinySplit(n=6)
+    split.keypoints = rng.normal(size=split.keypoints.shape).astype(np.float32)
+    perm = torch.as_tensor(LAYOUT.flip_permutation())
+    assert not torch.equal(perm, torch.arange(20))  # the layout really has left/right joints
+    for stream in ("joint", "bone", "joint_motion"):
+        plain = _loader(split, train=False, num_clips=2, batch_size=6, stream=stream)
+        both = _loader(split, train=False, num_clips=2, batch_size=6, stream=stream, mirror=True)
+        assert both.copies == 4 and plain.copies == 2
+        (x, y), (xm, ym) = next(iter(plain)), next(iter(both))
+        assert torch.equal(y, ym) and xm.shape[0] == 2 * x.shape[0]
+        xm = xm.view(6, 2, 2, *x.shape[1:])
+        x = x.view(6, 2, *x.shape[1:])
+        assert torch.equal(xm[:, 0], x)  # the clip's own views first, unchanged
+        expect = x[..., perm, :].clone()
+        expect[:, :, 0] *= -1  # mirrored: left/right joints swapped and x negated
+        torch.testing.assert_close(xm[:, 1], expect)
+    with pytest.raises(ConfigError, match=r"augment\.flip"):
+        _loader(split, train=True, mirror=True)
+
+
 def test_memmap_and_preload_give_same_batches(tmp_path: Path) -> None:
     split = TinySplit(n=12)
     np.save(tmp_path / "kp.npy", split.keypoints)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -272,3 +273,50 @@ def test_checkpoint_rebuilds_from_its_recorded_architecture(store: Path, tmp_pat
     ck["config"]["model"]["kwargs"] = {}
     model = build_from_checkpoint(ck)
     assert model.backbone.out_channels == ck["model"]["head.fc.weight"].shape[1]
+
+
+def test_test_time_mirror_averages_each_clip_with_its_mirror(store: Path, tmp_path: Path) -> None:
+    from protoskel.training.checkpoint import checkpoint_layout
+    from protoskel.training.trainer import checkpoint_probs, eval_loader, load_for_eval
+
+    cfg = load_config(_recipe(tmp_path), ["train.epochs=2"])
+    train(cfg, store, tmp_path / "run", progress=False)
+    ck_path = tmp_path / "run" / "last.pt"
+    plain, labels, _, _ = checkpoint_probs(ck_path, store)
+    both, labels2, _, _ = checkpoint_probs(ck_path, store, flip=True)
+    # By hand: the model on each validation clip mirrored (left/right swapped, x negated).
+    ck, model, rcfg = load_for_eval(ck_path)
+    lay = checkpoint_layout(ck)
+    perm = torch.as_tensor(lay.flip_permutation())
+    mirrored = []
+    with torch.no_grad():
+        for x, _ in eval_loader(open_store(store).split("val"), lay, rcfg):
+            xf = x[:, :, :, perm, :].clone()
+            xf[:, 0] *= -1
+            mirrored.append(torch.softmax(model(xf), 1).double().numpy())
+    expect = (plain + np.concatenate(mirrored)) / 2
+    assert (labels == labels2).all()
+    np.testing.assert_allclose(both, expect, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(both, plain)  # the mirror really changed the prediction
+    # The recipe key does the same as the flag.
+    flipped_cfg = load_config(_recipe(tmp_path), ["train.epochs=2", "data.test_flip=true"])
+    assert flipped_cfg.data.test_flip is True
+    assert evaluate(ck_path, store, flip=True)["top1"] == pytest.approx(
+        100 * float((both.argmax(1) == labels).mean())
+    )
+    from typer.testing import CliRunner
+
+    from protoskel.cli import app
+
+    r = CliRunner().invoke(app, ["eval", str(ck_path), "--data", str(store), "--flip", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["top1"] == pytest.approx(
+        100 * float((both.argmax(1) == labels).mean())
+    )
+    r = CliRunner().invoke(
+        app, ["ensemble", str(ck_path), str(ck_path), "--data", str(store), "--flip", "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["members"][0]["top1"] == pytest.approx(
+        100 * float((both.argmax(1) == labels).mean())
+    )

@@ -226,12 +226,20 @@ def eval_cmd(
     confusion: Annotated[
         str | None, typer.Option("--confusion", help="Write the confusion matrix PNG here.")
     ] = None,
+    flip: Annotated[
+        bool | None,
+        typer.Option(
+            "--flip/--no-flip",
+            help="Average with the left-right mirror of each clip (default: the recipe's "
+            "data.test_flip).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Evaluate a checkpoint: top-1, top-5, mean class and per-class accuracy."""
     from protoskel.training.trainer import evaluate
 
-    m = evaluate(checkpoint, data, split=split, clips=clips, confusion_png=confusion)
+    m = evaluate(checkpoint, data, split=split, clips=clips, confusion_png=confusion, flip=flip)
     if as_json:
         echo_json(m)
         return
@@ -252,6 +260,14 @@ def ensemble_cmd(
         typer.Option("--fit-weights", help="Fit weights on the held-out training clips."),
     ] = False,
     split: Annotated[str | None, typer.Option("--split", help="Split (default: val).")] = None,
+    flip: Annotated[
+        bool | None,
+        typer.Option(
+            "--flip/--no-flip",
+            help="Average with the left-right mirror of each clip (default: the recipe's "
+            "data.test_flip).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Fuse several checkpoints' class probabilities."""
@@ -266,7 +282,7 @@ def ensemble_cmd(
             raise ConfigError(
                 f"--weights {weights!r}: expected numbers like 0.6,0.6,0.4,0.4"
             ) from None
-    m = ensemble(list(checkpoints), data, weights=w, fit=fit_weights, split=split)
+    m = ensemble(list(checkpoints), data, weights=w, fit=fit_weights, split=split, flip=flip)
     if as_json:
         echo_json(m)
         return

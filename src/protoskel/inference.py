@@ -134,6 +134,7 @@ class Predictor:
         self.stream: str = self.config.data.stream
         self.num_frames: int = int(self.config.data.num_frames)
         self.test_clips: int = int(self.config.data.test_clips)
+        self.test_flip: bool = bool(self.config.data.test_flip)
         self.normalize: dict[str, Any] | None = self.config.loader_normalize()
         self.in_channels: int = int(checkpoint["in_channels"])
         self.num_persons: int | None = self._persons()
@@ -230,11 +231,13 @@ class Predictor:
         stream: str | None = None,
         num_clips: int | None = None,
         adapt: bool = True,
+        mirror: bool = False,
     ) -> Tensor:
         """Model input ``(K, C, T, V, M)`` for a clip: K = ``test_clips`` views (or ``num_clips``).
 
         Runs the validation loader's own code (uniform sampling, normalisation, stream) on the
-        clip; ``stream="joint"`` gives the normalised joint positions (for drawing).
+        clip; ``stream="joint"`` gives the normalised joint positions (for drawing). ``mirror``
+        appends the left-right mirror of each view (``2K`` rows).
         """
         from protoskel.data.loader import ClipLoader
 
@@ -250,6 +253,7 @@ class Predictor:
             num_clips=self.test_clips if num_clips is None else int(num_clips),
             normalize=self.normalize,
             preload=True,
+            mirror=mirror,
         )
         x, _ = loader.batch(np.zeros(1, dtype=np.int64))
         return x
@@ -257,8 +261,9 @@ class Predictor:
     # ---------------------------------------------------------------------------- output
     @torch.no_grad()
     def probabilities(self, seq: SkeletonSequence) -> np.ndarray:
-        """Class probabilities (num_classes,), averaged over the ``test_clips`` views."""
-        x = self.prepare(seq)
+        """Class probabilities (num_classes,), averaged over the ``test_clips`` views (and their
+        mirrors when the recipe sets ``data.test_flip``)."""
+        x = self.prepare(seq, mirror=self.test_flip)
         return F.softmax(self.model(x), dim=1).mean(0).double().numpy()
 
     def ranked(self, probs: np.ndarray, top_k: int = 5) -> list[dict[str, Any]]:

@@ -62,7 +62,9 @@ class ClipLoader:
 
     ``train=True`` shuffles per epoch, crops randomly (``augment["crop"]``) and augments;
     ``train=False`` keeps split order and samples uniformly. With ``num_clips=K`` each clip
-    yields K rows, grouped per clip (clip i owns rows ``i*K:(i+1)*K``; y stays per clip).
+    yields K rows, grouped per clip (clip i owns rows ``i*K:(i+1)*K``; y stays per clip);
+    ``mirror=True`` (evaluation only) appends the left-right mirror of each row, so a clip owns
+    ``copies = 2K`` rows, the mirrored ones last.
     ``rank``/``world_size`` shard each epoch's order; the order is padded by wrapping so every
     rank gets the same number of batches (at evaluation this repeats a few clips; use
     :meth:`epoch_indices` to drop them). ``set_epoch`` selects the epoch (iterating does not
@@ -90,6 +92,7 @@ class ClipLoader:
         normalize: Mapping[str, Any] | None = None,
         preload: bool | None = None,
         interpolate: bool = True,
+        mirror: bool = False,
     ) -> None:
         if batch_size < 1 or num_frames < 1 or num_clips < 1:
             raise ConfigError(
@@ -121,6 +124,10 @@ class ClipLoader:
         self.world_size = int(world_size)
         self.drop_last = self.train if drop_last is None else bool(drop_last)
         self.interpolate = bool(interpolate)
+        if mirror and self.train:
+            raise ConfigError("mirror is a test-time option; for training use augment.flip")
+        self.mirror = bool(mirror)
+        self.copies = self.num_clips * (2 if self.mirror else 1)
         self.epoch = 0
 
         kp = split.keypoints
@@ -240,7 +247,21 @@ class ClipLoader:
         x = normalize(x, self.layout, mask, **{**self.normalize, "box": False})
         if generator is not None and self.train:
             x, mask = augment(x, self.layout, self.augment, generator, mask)
+        if self.mirror:
+            x, mask = _with_mirror(x, mask, self.layout, k)
         if self.normalize["box"]:
             x = box_normalize(x, mask)
         x = make_stream(x, self.stream, self.layout, mask)
         return x, self._labels[idx]
+
+
+def _with_mirror(x: Tensor, mask: Tensor, layout: Layout, k: int) -> tuple[Tensor, Tensor]:
+    """Rows of each clip followed by their left-right mirrors: ``(N*K, ...)`` -> ``(N*2K, ...)``."""
+    perm = torch.as_tensor(layout.flip_permutation(), dtype=torch.int64)
+    sign = torch.ones(x.shape[1], dtype=x.dtype)
+    sign[0] = -1.0  # x is the horizontal image/camera axis in every reader
+    flipped = x[:, :, :, perm, :] * sign[None, :, None, None, None]
+    n = x.shape[0] // k
+    both = torch.stack([x.view(n, k, *x.shape[1:]), flipped.view(n, k, *x.shape[1:])], 1)
+    masks = torch.stack([mask.view(n, k, *mask.shape[1:])] * 2, 1)
+    return both.reshape(n * 2 * k, *x.shape[1:]), masks.reshape(n * 2 * k, *mask.shape[1:])

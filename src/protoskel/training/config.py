@@ -43,6 +43,8 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     test_clips: int = 1
+    # Average each test clip's prediction with its left-right mirror's (test-time augmentation).
+    test_flip: bool = False
     augment: dict[str, Any] = field(default_factory=dict)
     # Keys of protoskel.data.transforms.normalize (centring, scale, view alignment).
     normalize: dict[str, Any] = field(default_factory=dict)

@@ -207,7 +207,9 @@ def _make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=t.lr)
 
 
-def eval_loader(split: Any, layout: Layout, cfg: Config, num_clips: int | None = None) -> Any:
+def eval_loader(
+    split: Any, layout: Layout, cfg: Config, num_clips: int | None = None, mirror: bool = False
+) -> Any:
     """The recipe's evaluation ClipLoader on a split (``num_clips`` defaults to test_clips)."""
     from protoskel.data.loader import ClipLoader
 
@@ -221,6 +223,7 @@ def eval_loader(split: Any, layout: Layout, cfg: Config, num_clips: int | None =
         seed=cfg.train.seed,
         num_clips=cfg.data.test_clips if num_clips is None else num_clips,
         normalize=cfg.loader_normalize(),
+        mirror=mirror,
     )
 
 
@@ -228,7 +231,7 @@ def _loader(split: Any, layout: Layout, cfg: Config, train: bool, dist: DistInfo
     from protoskel.data.loader import ClipLoader
 
     if not train:
-        return eval_loader(split, layout, cfg)
+        return eval_loader(split, layout, cfg, mirror=cfg.data.test_flip)
     batch = cfg.train.batch_size
     if dist.enabled:
         if batch % dist.world_size:
@@ -257,7 +260,7 @@ def predict_split(model: nn.Module, loader: Any) -> tuple[np.ndarray, np.ndarray
     """Class probabilities (N, K) over a loader (multi-clip outputs averaged) and labels."""
     model.eval()
     probs, labels = [], []
-    k = getattr(loader, "num_clips", 1)
+    k = getattr(loader, "copies", getattr(loader, "num_clips", 1))
     for x, y in loader:
         p = F.softmax(model(x), dim=1)
         if k > 1:
@@ -558,6 +561,7 @@ def checkpoint_probs(
     split: str | None = None,
     clips: int | None = None,
     indices: np.ndarray | None = None,
+    flip: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any], list[str]]:
     """Class probabilities of one checkpoint on a split (optionally a subset of its clips)."""
     from protoskel.data.store import open_store
@@ -581,6 +585,8 @@ def checkpoint_probs(
         sp = subset_split(sp, indices)
     if clips is not None:
         cfg.data.test_clips = clips
+    if flip is not None:
+        cfg.data.test_flip = bool(flip)
     loader = _loader(sp, lay, cfg, False, DistInfo())
     probs, labels = predict_split(model, loader)
     return probs, labels, ck, list(store.classes)
@@ -593,9 +599,10 @@ def evaluate(
     split: str | None = None,
     clips: int | None = None,
     confusion_png: str | Path | None = None,
+    flip: bool | None = None,
 ) -> dict[str, Any]:
     """top1/top5/mean_class_acc/n and per-class accuracy of a checkpoint on a prepared split."""
-    probs, labels, ck, classes = checkpoint_probs(checkpoint, data_dir, split, clips)
+    probs, labels, ck, classes = checkpoint_probs(checkpoint, data_dir, split, clips, flip=flip)
     m = classification_metrics(probs, labels, classes)
     if confusion_png is not None:
         title = f"{Path(ck['path']).name} on {Path(data_dir).name}: top1 {m['top1']:.2f}%"
