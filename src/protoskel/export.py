@@ -359,6 +359,8 @@ def export_metadata(ck: dict[str, Any]) -> dict[str, str]:
         # What the caller applies before the graph (box moves inside with frame averaging).
         "normalize": json.dumps(cfg.loader_normalize() or {}),
         "test_clips": str(cfg.data.test_clips),
+        # The caller averages with the left-right mirrored clip (protoskel.data.loader mirror).
+        "test_flip": str(bool(cfg.data.test_flip)).lower(),
         "backbone": cfg.model.backbone,
         "head": cfg.model.head,
         "invariance": inv or "none",
