@@ -217,6 +217,17 @@ def train_cmd(
         log(f"done: {res['out']}/last.pt  last val top1 {last.get('val_top1', 'n/a')}")
 
 
+# Shared by eval and ensemble: None keeps the recipe's data.test_flip.
+_FlipOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--flip/--no-flip",
+        help="Average with the left-right mirror of each clip (default: the recipe's "
+        "data.test_flip).",
+    ),
+]
+
+
 @app.command("eval")
 def eval_cmd(
     checkpoint: Annotated[str, typer.Argument(help="Checkpoint file or shipped model name.")],
@@ -226,14 +237,7 @@ def eval_cmd(
     confusion: Annotated[
         str | None, typer.Option("--confusion", help="Write the confusion matrix PNG here.")
     ] = None,
-    flip: Annotated[
-        bool | None,
-        typer.Option(
-            "--flip/--no-flip",
-            help="Average with the left-right mirror of each clip (default: the recipe's "
-            "data.test_flip).",
-        ),
-    ] = None,
+    flip: _FlipOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Evaluate a checkpoint: top-1, top-5, mean class and per-class accuracy."""
@@ -260,14 +264,7 @@ def ensemble_cmd(
         typer.Option("--fit-weights", help="Fit weights on the held-out training clips."),
     ] = False,
     split: Annotated[str | None, typer.Option("--split", help="Split (default: val).")] = None,
-    flip: Annotated[
-        bool | None,
-        typer.Option(
-            "--flip/--no-flip",
-            help="Average with the left-right mirror of each clip (default: the recipe's "
-            "data.test_flip).",
-        ),
-    ] = None,
+    flip: _FlipOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Fuse several checkpoints' class probabilities."""
