@@ -6,6 +6,9 @@ command that reproduces it. Checkpoints hold weights, config, layout and class n
 prototype provenance is clip ids and frame ranges, never keypoints.
 
     python benchmarks/ship_checkpoint.py RUN/last.pt --name NAME --data PREPARED_STORE
+
+``--test-flip`` turns on test-time mirroring (``data.test_flip``) in the shipped config; it
+is an evaluation setting only (training never reads it), so the weights stay those of the run.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ def main() -> None:
     ap.add_argument("checkpoint")
     ap.add_argument("--name", required=True)
     ap.add_argument("--data", required=True)
+    ap.add_argument("--test-flip", action="store_true", help="ship with data.test_flip: true")
     args = ap.parse_args()
     ck = load_checkpoint(args.checkpoint)
     keep = (
@@ -47,10 +51,12 @@ def main() -> None:
     # Runs started before checkpoints recorded their options get them from today's defaults;
     # the evaluation below fails if those no longer build the trained network.
     slim.setdefault("arch", architecture(config_from_dict(ck["config"])))
+    if args.test_flip:
+        slim["config"] = {**slim["config"], "data": {**slim["config"]["data"], "test_flip": True}}
     out = shipped_dir() / f"{args.name}.pt"
     save_checkpoint(slim, out)
     m = evaluate(out, args.data)
-    cfg = ck["config"]
+    cfg = slim["config"]
     row = {
         "name": args.name,
         "file": out.name,
@@ -63,6 +69,7 @@ def main() -> None:
         "invariance": cfg["model"]["invariance"],
         "invariance_mode": cfg["model"]["invariance_mode"] if cfg["model"]["invariance"] else None,
         "epochs": ck["epoch"],
+        "test_flip": bool(cfg["data"].get("test_flip", False)),
         "top1": round(m["top1"], 2),
         "top5": round(m["top5"], 2),
         "mean_class_acc": round(m["mean_class_acc"], 2),
