@@ -73,3 +73,39 @@ def test_rotated_copies_are_rigid_and_keep_missing_joints() -> None:
         ref = np.linalg.norm(Split.keypoints[:3, 0, 0] - Split.keypoints[:3, 0, 1], axis=-1)
         assert np.allclose(dist, ref, atol=1e-5)
     assert np.allclose(rotated_eval.clip_rotations(2, "original", 0), np.eye(3))
+
+
+def test_ship_checkpoint_test_flip_keeps_weights_and_records_the_mirrored_score(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import json
+
+    import yaml
+
+    from _tiny import write_tiny_store
+    from protoskel.training.checkpoint import load_checkpoint
+    from protoskel.training.config import load_config
+    from protoskel.training.trainer import evaluate, train
+
+    store = write_tiny_store(tmp_path / "store")
+    recipe = {
+        "model": {"backbone": "atgcn", "kwargs": {"width": 8, "depth": 3}},
+        "data": {"num_frames": 12},
+        "train": {"epochs": 2, "batch_size": 6, "optimizer": "adamw", "lr": 0.01, "threads": 1},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    train(load_config(tmp_path / "r.yaml"), store, tmp_path / "run", progress=False)
+    ship = _load("ship_checkpoint")
+    monkeypatch.setattr(ship, "shipped_dir", lambda: tmp_path / "shipped")
+    (tmp_path / "shipped").mkdir()
+    run = str(tmp_path / "run" / "last.pt")
+    argv = ["ship", run, "--name", "tiny", "--data", str(store), "--test-flip"]
+    monkeypatch.setattr(sys, "argv", argv)
+    ship.main()
+    row = json.loads((tmp_path / "shipped" / "index.json").read_text())["models"][0]
+    shipped = load_checkpoint(tmp_path / "shipped" / "tiny.pt")
+    original = load_checkpoint(run)
+    assert row["test_flip"] is True and shipped["config"]["data"]["test_flip"] is True
+    assert original["config"]["data"]["test_flip"] is False
+    assert all(torch.equal(shipped["model"][k], original["model"][k]) for k in original["model"])
+    assert row["top1"] == round(evaluate(run, store, flip=True)["top1"], 2)
