@@ -8,9 +8,12 @@ rotations are used for every checkpoint, so the columns are comparable.
 ``--invariance-mode canonical`` evaluates frame-averaged checkpoints with one canonical frame
 per clip instead of the average over all frames (same weights), to measure that trade-off.
 Clips/s is the model's evaluation throughput (loading, sampling and forward; batch 32).
+Test-time mirroring follows each checkpoint's recipe (``data.test_flip``) unless ``--flip`` or
+``--no-flip`` says otherwise, as in ``protoskel eval``.
 
     python benchmarks/rotated_eval.py CHECKPOINT... --data PREPARED [--split val] [--seed 0]
-        [--sets original,vertical,random] [--invariance-mode average|canonical] [--json]
+        [--sets original,vertical,random] [--invariance-mode average|canonical]
+        [--flip|--no-flip] [--json]
 """
 
 from __future__ import annotations
@@ -72,6 +75,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sets", default=",".join(SETS))
     ap.add_argument("--invariance-mode", choices=("average", "canonical"), default=None)
+    ap.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average with each clip's left-right mirror (default: the recipe's data.test_flip)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -87,10 +96,11 @@ def main() -> None:
                 model.mode = args.invariance_mode
             mode = model.mode
         split = store.split(args.split or cfg.data.val_split)
-        row: dict[str, Any] = {"invariance_mode": mode}
+        flip = cfg.data.test_flip if args.flip is None else args.flip
+        row: dict[str, Any] = {"invariance_mode": mode, "flip": flip}
         for kind in sets:
             sub = rotated(split, clip_rotations(len(split), kind, args.seed))
-            loader = eval_loader(sub, checkpoint_layout(ck), cfg)
+            loader = eval_loader(sub, checkpoint_layout(ck), cfg, mirror=flip)
             t0 = time.perf_counter()
             probs, labels = predict_split(model, loader)
             secs = time.perf_counter() - t0
@@ -100,13 +110,14 @@ def main() -> None:
     if args.json:
         print(json.dumps(out, indent=2))
         return
-    print(f"{'checkpoint':<44} {'mode':<9} " + " ".join(f"{s:>9}" for s in sets) + "  clips/s")
+    head = f"{'checkpoint':<44} {'mode':<9} {'flip':<5} "
+    print(head + " ".join(f"{s:>9}" for s in sets) + "  clips/s")
     for name, row in out.items():
         rate = np.mean([row[f"{s}_clips_per_s"] for s in sets])
         mode = row["invariance_mode"] or "-"
-        print(
-            f"{name:<44} {mode:<9} " + " ".join(f"{row[s]:9.2f}" for s in sets) + f"  {rate:7.1f}"
-        )
+        flip = "yes" if row["flip"] else "no"
+        cells = " ".join(f"{row[s]:9.2f}" for s in sets)
+        print(f"{name:<44} {mode:<9} {flip:<5} {cells}  {rate:7.1f}")
 
 
 if __name__ == "__main__":

@@ -109,3 +109,35 @@ def test_ship_checkpoint_test_flip_keeps_weights_and_records_the_mirrored_score(
     assert original["config"]["data"]["test_flip"] is False
     assert all(torch.equal(shipped["model"][k], original["model"][k]) for k in original["model"])
     assert row["top1"] == round(evaluate(run, store, flip=True)["top1"], 2)
+
+
+def test_rotated_eval_follows_the_recipe_flip_unless_told(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import json
+
+    import yaml
+
+    from _tiny import write_tiny_store
+    from protoskel.training.config import load_config
+    from protoskel.training.trainer import evaluate, train
+
+    store = write_tiny_store(tmp_path / "store")
+    recipe = {
+        "model": {"backbone": "atgcn", "kwargs": {"width": 8, "depth": 3}},
+        "data": {"num_frames": 12, "test_flip": True},
+        "train": {"epochs": 2, "batch_size": 6, "optimizer": "adamw", "lr": 0.01, "threads": 1},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    train(load_config(tmp_path / "r.yaml"), store, tmp_path / "run", progress=False)
+    run = str(tmp_path / "run" / "last.pt")
+    rot = _load("rotated_eval")
+    rows = {}
+    for extra in ([], ["--no-flip"]):
+        argv = ["rot", run, "--data", str(store), "--sets", "original", "--json", *extra]
+        monkeypatch.setattr(sys, "argv", argv)
+        rot.main()
+        rows[bool(extra)] = json.loads(capsys.readouterr().out)[run]
+    assert rows[False]["flip"] is True and rows[True]["flip"] is False
+    assert rows[False]["original"] == evaluate(run, store, flip=True)["top1"]
+    assert rows[True]["original"] == evaluate(run, store, flip=False)["top1"]
