@@ -93,6 +93,25 @@ def test_resume_continues_exactly(store: Path, tmp_path: Path) -> None:
     assert len((tmp_path / "part" / "log.csv").read_text().strip().splitlines()) == 1 + 4
 
 
+def test_resume_may_change_eval_every_and_threads_only(store: Path, tmp_path: Path) -> None:
+    full = train(load_config(_recipe(tmp_path)), store, tmp_path / "full", progress=False)
+    train(load_config(_recipe(tmp_path)), store, tmp_path / "part", progress=False, max_epochs=2)
+    other = load_config(_recipe(tmp_path), ["train.eval_every=4"])
+    resumed = train(other, store, tmp_path / "part", resume=True, progress=False)
+    wa, wb = _weights(tmp_path / "full" / "last.pt"), _weights(tmp_path / "part" / "last.pt")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert resumed["history"][-1]["val_top1"] == full["history"][-1]["val_top1"]
+    assert [h.get("val_top1") is None for h in resumed["history"][2:]] == [True, False]
+    # A finished run resumed on more threads is accepted (and has nothing left to do).
+    more = load_config(_recipe(tmp_path), ["train.threads=2"])
+    again = train(more, store, tmp_path / "full", resume=True, progress=False)
+    assert again["history"] == full["history"]
+    torch.set_num_threads(1)
+    changed = load_config(_recipe(tmp_path), ["train.lr=0.5"])
+    with pytest.raises(ConfigError, match="different config"):
+        train(changed, store, tmp_path / "part", resume=True, progress=False)
+
+
 def test_ema_resumes_exactly_and_saves_the_average(store: Path, tmp_path: Path) -> None:
     cfg = load_config(_recipe(tmp_path), ["train.ema=0.9"])
     full = train(cfg, store, tmp_path / "full", progress=False)

@@ -95,6 +95,17 @@ def prototype_head(model: nn.Module) -> Any:
     return next((m for m in model.modules() if isinstance(m, PrototypeHead)), None)
 
 
+# How often to evaluate and how many threads to use do not change the trained weights (the
+# epoch's data order depends only on seed and epoch), so a resumed run may change them.
+_RESUME_FREE = ("eval_every", "threads")
+
+
+def _resume_view(config: dict[str, Any]) -> dict[str, Any]:
+    """A config without the settings that --resume lets change."""
+    train = {k: v for k, v in config.get("train", {}).items() if k not in _RESUME_FREE}
+    return {**config, "train": train}
+
+
 class WeightEMA:
     """Exponential moving average of a model's parameters and buffers (timm's ModelEma idea).
 
@@ -413,10 +424,11 @@ def train(
         if not last_path.is_file():
             raise CheckpointError(f"{last_path}: --resume given but there is no last.pt to resume")
         ck = load_checkpoint(last_path)
-        if ck["config"] != cfg.to_dict():
+        if _resume_view(ck["config"]) != _resume_view(cfg.to_dict()):
             raise ConfigError(
                 f"{last_path}: the run was started with a different config; resume with the "
-                "same config and --set values"
+                "same config and --set values (only train.eval_every and train.threads may "
+                "change)"
             )
         # With EMA, "model" holds the average (what eval and predict use), "raw_model" the
         # weights the optimiser was updating.
