@@ -51,6 +51,9 @@ def main() -> None:
     # Runs started before checkpoints recorded their options get them from today's defaults;
     # the evaluation below fails if those no longer build the trained network.
     slim.setdefault("arch", architecture(config_from_dict(ck["config"])))
+    # A run trained from another recipe with --set overrides keeps that recipe's name; the
+    # shipped checkpoint is known by its shipped name.
+    slim["config"] = {**slim["config"], "name": args.name}
     if args.test_flip:
         slim["config"] = {**slim["config"], "data": {**slim["config"]["data"], "test_flip": True}}
     out = shipped_dir() / f"{args.name}.pt"

@@ -106,6 +106,7 @@ def test_ship_checkpoint_test_flip_keeps_weights_and_records_the_mirrored_score(
     shipped = load_checkpoint(tmp_path / "shipped" / "tiny.pt")
     original = load_checkpoint(run)
     assert row["test_flip"] is True and shipped["config"]["data"]["test_flip"] is True
+    assert shipped["config"]["name"] == "tiny"
     assert original["config"]["data"]["test_flip"] is False
     assert all(torch.equal(shipped["model"][k], original["model"][k]) for k in original["model"])
     assert row["top1"] == round(evaluate(run, store, flip=True)["top1"], 2)

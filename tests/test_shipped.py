@@ -35,6 +35,7 @@ def test_shipped_checkpoint_predicts_and_holds_no_dataset_keypoints(row: dict) -
     assert "optimizer" not in pred.checkpoint
     # Resolved options, so a later change of a code default cannot change the network.
     assert set(pred.checkpoint["arch"]) == {"backbone", "head"}
+    assert pred.checkpoint["config"]["name"] == row["name"]
     clip = np.random.default_rng(0).normal(size=(1, 30, pred.layout.num_joints, 3))
     out = pred.predict(SkeletonSequence(clip.astype(np.float32), pred.layout.name), top_k=3)
     assert len(out["predictions"]) == 3
