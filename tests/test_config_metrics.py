@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from protoskel.errors import ConfigError
+from protoskel.models.registry import list_backbones
 from protoskel.training.config import load_config
 from protoskel.training.ensemble import fit_weights
 from protoskel.training.metrics import classification_metrics
@@ -128,3 +130,13 @@ def test_exponent_numbers_without_a_dot_are_numbers() -> None:
 def test_invariance_train_and_box_are_validated_even_unused(override: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(None, [override])
+
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
+def test_every_shipped_recipe_loads_and_is_named_after_its_file(recipe: Path) -> None:
+    cfg = load_config(recipe)
+    assert cfg.name == recipe.stem
+    assert cfg.model.backbone in list_backbones()
