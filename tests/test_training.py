@@ -339,3 +339,17 @@ def test_test_time_mirror_averages_each_clip_with_its_mirror(store: Path, tmp_pa
     assert json.loads(r.output)["members"][0]["top1"] == pytest.approx(
         100 * float((both.argmax(1) == labels).mean())
     )
+
+
+def test_train_cli_prints_one_line_per_epoch_into_a_log_file(store: Path, tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, train={"epochs": 3, "eval_every": 2})
+    cmd = [sys.executable, "-m", "protoskel.cli", "train", str(recipe), "--data", str(store)]
+    cmd += ["--out", str(tmp_path / "run")]
+    with open(tmp_path / "train.log", "w") as log:  # not a terminal, as under nohup
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=300)
+    text = (tmp_path / "train.log").read_text()
+    assert proc.returncode == 0, text[-2000:]
+    lines = [ln for ln in text.splitlines() if ln.startswith("epoch ")]
+    assert [ln.split(":")[0] for ln in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert ["val top1" in ln for ln in lines] == [False, True, True]
+    assert all(" left" in ln for ln in lines) and lines[-1].endswith("about 0 s left")

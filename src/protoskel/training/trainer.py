@@ -106,6 +106,19 @@ def _resume_view(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "train": train}
 
 
+def _epoch_line(row: dict[str, Any], paces: list[float], epochs: int) -> str:
+    """A one-line epoch summary, with the time left at the pace of the last epochs run here."""
+    line = f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.3f} acc "
+    line += f"{row['train_acc']:.1f}"
+    if "val_top1" in row:
+        line += f" | val top1 {row['val_top1']:.2f} top5 {row['val_top5']:.2f}"
+    # Only epochs run by this process: those restored by --resume may come from another machine.
+    recent = paces[-5:]
+    left = (epochs - row["epoch"]) * sum(recent) / len(recent)
+    when = f"{left:.0f} s" if left < 90 else f"{left / 60:.0f} min"
+    return line + f" | {row['epoch_seconds']:.0f} s, about {when} left"
+
+
 class WeightEMA:
     """Exponential moving average of a model's parameters and buffers (timm's ModelEma idea).
 
@@ -466,6 +479,7 @@ def train(
     if len(held):
         meta["holdout_ids"] = [store.split(cfg.data.train_split).ids[i] for i in held]
 
+    paces: list[float] = []
     with _progress(progress and dist.is_main) as bar:
         for epoch in range(start_epoch, end_epoch):
             t0 = time.perf_counter()
@@ -523,13 +537,14 @@ def train(
                 row.update(
                     val_top1=m["top1"], val_top5=m["top5"], val_mean_class_acc=m["mean_class_acc"]
                 )
-                if bar is not None:
-                    bar.console.print(
-                        f"epoch {epoch + 1}: train loss {row['train_loss']:.3f} acc "
-                        f"{row['train_acc']:.1f} | val top1 {m['top1']:.2f} top5 {m['top5']:.2f}"
-                    )
             row["epoch_seconds"] = time.perf_counter() - t0
             history.append(row)
+            paces.append(row["epoch_seconds"])
+            if bar is not None:
+                # The bar shows the running epoch only; each finished epoch leaves one summary
+                # line, which is also all a log file (nohup, a batch job) gets.
+                bar.remove_task(task)
+                bar.console.print(_epoch_line(row, paces, cfg.train.epochs), soft_wrap=True)
             logs.write(row)
             if dist.is_main:
                 ck = {
