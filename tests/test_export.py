@@ -62,7 +62,7 @@ class _Exports:
     def __call__(self, variant: str, fmt: str = "onnx") -> Path:
         key = (variant, fmt)
         if key not in self.done:
-            out = self.root / f"{variant}.{'onnx' if fmt == 'onnx' else 'pt'}"
+            out = self.root / f"{variant}.{fmt if fmt in ('onnx', 'pt2') else 'pt'}"
             self.done[key] = export_checkpoint(self.runs[variant], out, fmt)
         return Path(self.done[key]["out"])
 
@@ -151,6 +151,25 @@ def test_torchscript_matches_pytorch(
         got = torch.jit.load(str(out))(x).numpy()
     assert np.abs(got - _torch_logits(pred, x)).max() < 1e-4
     meta = read_export_metadata(out)
+    assert meta["classes"] == pred.classes and meta["num_frames"] == "16"
+
+
+@pytest.mark.parametrize("variant", ["linear", "fa", "prototype"])
+def test_pt2_matches_pytorch_for_other_batch_and_person_counts(
+    runs: dict[str, Path], exported: _Exports, variant: str
+) -> None:
+    pred = Predictor.from_checkpoint(runs[variant])
+    program = torch.export.load(str(exported(variant, "pt2"))).module()
+    x = _synthetic_batch(runs, pred)
+    batches = [x[:1], x]
+    if exported.info(variant, "pt2")["input_shape"][4] == "M":
+        batches.append(torch.cat([x, x.roll(1, dims=0)], dim=4))  # twice the persons
+    for b in batches:
+        with torch.no_grad():
+            got, ref = program(b).numpy(), pred.model(b).numpy()
+        assert got.shape == (b.shape[0], len(pred.classes))
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)
+    meta = read_export_metadata(exported(variant, "pt2"))
     assert meta["classes"] == pred.classes and meta["num_frames"] == "16"
 
 
@@ -257,7 +276,7 @@ def test_cli_export_json_and_errors(runs: dict[str, Path], tmp_path: Path) -> No
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     assert summary["out"] == str(out) and summary["format"] == "onnx" and out.is_file()
-    with pytest.raises(ConfigError, match="must be one of onnx, torchscript"):
+    with pytest.raises(ConfigError, match="must be one of onnx, pt2, torchscript"):
         export_checkpoint(runs["linear"], tmp_path / "m.x", "tflite")
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         export_checkpoint(tmp_path / "missing.pt", tmp_path / "m.onnx", "onnx")

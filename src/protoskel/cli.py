@@ -641,7 +641,9 @@ def demo_cmd(
 @app.command("export")
 def export_cmd(
     checkpoint: Annotated[str, typer.Argument(help="Checkpoint file or shipped model name.")],
-    fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
+    fmt: Annotated[
+        str, typer.Option("--format", help="onnx, pt2 (torch.export) or torchscript.")
+    ] = "onnx",
     out: Annotated[str, typer.Option("--out", help="Output file (written atomically).")] = "",
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset version.")] = 17,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,

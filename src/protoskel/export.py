@@ -17,14 +17,17 @@ mode the third-moment signs absorb them, so the exported model gives the PyTorch
 up to float rounding, invariance included, with nothing to compute outside the graph.
 
 ONNX files carry the facts a user needs in their metadata (``protoskel.*`` keys, see
-:func:`export_metadata`); TorchScript files carry the same dictionary as the extra file
-``protoskel.json``. Read either back with :func:`read_export_metadata`.
+:func:`export_metadata`); TorchScript and ``torch.export`` files carry the same dictionary as
+the extra file ``protoskel.json``. Read any of them back with :func:`read_export_metadata`.
 
-ONNX is the recommended format (onnxruntime, no PyTorch needed). TorchScript (``torch.jit``) is
-deprecated upstream in favour of ``torch.export`` and warns on save/load; it is offered for
-libtorch (C++) deployments, which still load it. Prototype models export too, but their
-ProtoPNet similarity ``log((d + 1) / (d + eps))`` amplifies float32 rounding near ``d = 0``, so
-onnxruntime's logits can differ from PyTorch's by ~1e-5 relative (see ``tests/test_export.py``).
+ONNX is the recommended format (onnxruntime, no PyTorch needed). ``pt2`` is PyTorch's own
+``torch.export`` program (``torch.export.load(path).module()``), the successor of TorchScript,
+with the batch axis (and the person axis, unless the model fixes it) dynamic. TorchScript
+(``torch.jit``) is deprecated upstream in favour of ``torch.export`` and warns on save/load; it
+is offered for libtorch (C++) deployments, which still load it. Prototype models export too,
+but their ProtoPNet similarity ``log((d + 1) / (d + eps))`` amplifies float32 rounding near
+``d = 0``, so onnxruntime's logits can differ from PyTorch's by ~1e-5 relative (see
+``tests/test_export.py``).
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ __all__ = [
     "traceable_frames",
 ]
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "pt2", "torchscript")
 INPUT_NAME, OUTPUT_NAME = "x", "logits"
 TORCHSCRIPT_META = "protoskel.json"
 DEFAULT_OPSET = 17
@@ -376,12 +379,16 @@ def export_metadata(ck: dict[str, Any]) -> dict[str, str]:
 
 
 def read_export_metadata(path: str | Path) -> dict[str, Any]:
-    """The ``protoskel.*`` metadata of an exported ONNX or TorchScript file (JSON decoded)."""
+    """The ``protoskel.*`` metadata of an exported ONNX, pt2 or TorchScript file (JSON decoded)."""
     p = Path(path)
     if p.suffix.lower() == ".onnx":
         import onnx
 
         raw = {e.key: e.value for e in onnx.load(str(p), load_external_data=False).metadata_props}
+    elif p.suffix.lower() == ".pt2":
+        files = {TORCHSCRIPT_META: ""}
+        torch.export.load(str(p), extra_files=files)
+        raw = json.loads(files[TORCHSCRIPT_META] or "{}")
     else:
         files = {TORCHSCRIPT_META: ""}
         torch.jit.load(str(p), map_location="cpu", _extra_files=files)
@@ -441,7 +448,7 @@ def export_checkpoint(
     *,
     opset: int = DEFAULT_OPSET,
 ) -> dict[str, Any]:
-    """Export a checkpoint (path or shipped name) to ``out`` as ONNX or TorchScript, atomically.
+    """Export a checkpoint (path or shipped name) atomically to ``out`` as ONNX, pt2 or TorchScript.
 
     Returns a summary: ``out``, ``format``, ``input_shape`` (with ``N``/``M`` for the dynamic
     axes), ``classes``, ``metadata`` and ``bytes``.
@@ -488,6 +495,19 @@ def export_checkpoint(
             proto.doc_string = "protoskel action classifier: x (N, C, T, V, M) -> logits (N, K)"
             onnx.checker.check_model(proto)
             tmp.write_bytes(proto.SerializeToString())
+
+    elif fmt == "pt2":
+
+        def write(tmp: Path) -> None:
+            dims = {0: torch.export.Dim("N", min=1, max=65536)}
+            example = x
+            if not persons:
+                dims[4] = torch.export.Dim("M", min=1, max=64)
+                # torch.export specialises an axis whose example size is 1: show it two persons.
+                example = example_input(ck, batch=2, persons=2)
+            with torch.no_grad():
+                program = torch.export.export(net, (example,), dynamic_shapes=(dims,))
+            torch.export.save(program, str(tmp), extra_files={TORCHSCRIPT_META: json.dumps(meta)})
 
     else:
 

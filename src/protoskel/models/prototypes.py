@@ -246,7 +246,9 @@ class PrototypeHead(nn.Module):
         self._check(features)
         pooled = torch.einsum("nmctv,pv->nmpct", features, self.part_pool.to(features.dtype))
         win = self.windows(features.shape[3]).to(features.device)
-        idx = win[:, :1] + torch.arange(int(win[0, 1] - win[0, 0]), device=features.device)
+        # The window length from shapes, not from the tensor: no data-dependent int in the graph.
+        size = min(self.window, int(features.shape[3]))
+        idx = win[:, :1] + torch.arange(size, device=features.device)
         seg = pooled[..., idx].mean(-1)  # (N, M, P, C, W)
         seg = self.dropout(seg.transpose(-1, -2))  # (N, M, P, W, C)
         return self.add_on(seg)
@@ -305,7 +307,10 @@ class PrototypeHead(nn.Module):
 
         ``person_mask`` (N, M) bool, optional: persons to consider (absent ones are skipped).
         """
-        self.project_nonneg_()
+        if self.training:
+            # Outside training weight() clamps anyway; skipping the data-dependent check keeps
+            # the forward free of side effects (and exportable with torch.export).
+            self.project_nonneg_()
         best = self._best(features, person_mask)
         self._cache = {"distance": best["distance"]}
         sim = self.similarity_from_distance(best["distance"])
