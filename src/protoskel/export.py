@@ -385,13 +385,12 @@ def read_export_metadata(path: str | Path) -> dict[str, Any]:
         import onnx
 
         raw = {e.key: e.value for e in onnx.load(str(p), load_external_data=False).metadata_props}
-    elif p.suffix.lower() == ".pt2":
-        files = {TORCHSCRIPT_META: ""}
-        torch.export.load(str(p), extra_files=files)
-        raw = json.loads(files[TORCHSCRIPT_META] or "{}")
     else:
         files = {TORCHSCRIPT_META: ""}
-        torch.jit.load(str(p), map_location="cpu", _extra_files=files)
+        if p.suffix.lower() == ".pt2":
+            torch.export.load(str(p), extra_files=files)
+        else:
+            torch.jit.load(str(p), map_location="cpu", _extra_files=files)
         raw = json.loads(files[TORCHSCRIPT_META] or "{}")
     out: dict[str, Any] = {}
     for k, v in raw.items():

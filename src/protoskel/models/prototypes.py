@@ -220,9 +220,13 @@ class PrototypeHead(nn.Module):
         return self.prototypes.view(k, p, j, self.proto_dim)
 
     # --------------------------------------------------------------------------- segments
+    def window_size(self, length: int) -> int:
+        """Frames per window for T' = length (the window, or the whole clip when shorter)."""
+        return min(self.window, int(length))
+
     def windows(self, length: int) -> Tensor:
         """Feature-frame windows ``[start, end)`` as a LongTensor (W, 2) for T' = length."""
-        win = min(self.window, length)
+        win = self.window_size(length)
         starts = list(range(0, length - win + 1, self.stride))
         if starts[-1] + win < length:
             starts.append(length - win)
@@ -247,7 +251,7 @@ class PrototypeHead(nn.Module):
         pooled = torch.einsum("nmctv,pv->nmpct", features, self.part_pool.to(features.dtype))
         win = self.windows(features.shape[3]).to(features.device)
         # The window length from shapes, not from the tensor: no data-dependent int in the graph.
-        size = min(self.window, int(features.shape[3]))
+        size = self.window_size(features.shape[3])
         idx = win[:, :1] + torch.arange(size, device=features.device)
         seg = pooled[..., idx].mean(-1)  # (N, M, P, C, W)
         seg = self.dropout(seg.transpose(-1, -2))  # (N, M, P, W, C)
