@@ -22,6 +22,25 @@ def _load(name: str) -> ModuleType:
     return mod
 
 
+def _tiny_run(tmp_path: Path, **data: object) -> Path:
+    """A 2-epoch tiny atgcn run in ``tmp_path/run`` on a tiny store; returns the store."""
+    import yaml
+
+    from _tiny import write_tiny_store
+    from protoskel.training.config import load_config
+    from protoskel.training.trainer import train
+
+    store = write_tiny_store(tmp_path / "store")
+    recipe = {
+        "model": {"backbone": "atgcn", "kwargs": {"width": 8, "depth": 3}},
+        "data": {"num_frames": 12, **data},
+        "train": {"epochs": 2, "batch_size": 6, "optimizer": "adamw", "lr": 0.01, "threads": 1},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    train(load_config(tmp_path / "r.yaml"), store, tmp_path / "run", progress=False)
+    return store
+
+
 def test_deletion_removes_cells_in_rank_order_and_step_counts() -> None:
     deletion = _load("deletion")
     x = torch.arange(1, 1 + 3 * 4 * 5 * 2, dtype=torch.float32).reshape(1, 3, 4, 5, 2)
@@ -80,21 +99,10 @@ def test_ship_checkpoint_test_flip_keeps_weights_and_records_the_mirrored_score(
 ) -> None:
     import json
 
-    import yaml
-
-    from _tiny import write_tiny_store
     from protoskel.training.checkpoint import load_checkpoint
-    from protoskel.training.config import load_config
-    from protoskel.training.trainer import evaluate, train
+    from protoskel.training.trainer import evaluate
 
-    store = write_tiny_store(tmp_path / "store")
-    recipe = {
-        "model": {"backbone": "atgcn", "kwargs": {"width": 8, "depth": 3}},
-        "data": {"num_frames": 12},
-        "train": {"epochs": 2, "batch_size": 6, "optimizer": "adamw", "lr": 0.01, "threads": 1},
-    }
-    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
-    train(load_config(tmp_path / "r.yaml"), store, tmp_path / "run", progress=False)
+    store = _tiny_run(tmp_path)
     ship = _load("ship_checkpoint")
     monkeypatch.setattr(ship, "shipped_dir", lambda: tmp_path / "shipped")
     (tmp_path / "shipped").mkdir()
@@ -117,20 +125,9 @@ def test_rotated_eval_follows_the_recipe_flip_unless_told(
 ) -> None:
     import json
 
-    import yaml
+    from protoskel.training.trainer import evaluate
 
-    from _tiny import write_tiny_store
-    from protoskel.training.config import load_config
-    from protoskel.training.trainer import evaluate, train
-
-    store = write_tiny_store(tmp_path / "store")
-    recipe = {
-        "model": {"backbone": "atgcn", "kwargs": {"width": 8, "depth": 3}},
-        "data": {"num_frames": 12, "test_flip": True},
-        "train": {"epochs": 2, "batch_size": 6, "optimizer": "adamw", "lr": 0.01, "threads": 1},
-    }
-    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
-    train(load_config(tmp_path / "r.yaml"), store, tmp_path / "run", progress=False)
+    store = _tiny_run(tmp_path, test_flip=True)
     run = str(tmp_path / "run" / "last.pt")
     rot = _load("rotated_eval")
     rows = {}
