@@ -406,7 +406,8 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Let ``write`` fill a temp file next to ``path``, then rename it into place."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # Keep the real suffix last: torch.export.save warns about a .pt2 file not ending in .pt2.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp.", suffix=path.suffix, dir=path.parent)
     except OSError as e:
         raise ConfigError(f"{path}: cannot write the export there ({e.strerror})") from None
     os.close(fd)
