@@ -19,9 +19,10 @@ import pytest
 from _tiny import tiny_recipe
 
 pytest.importorskip("fastapi")
-pytest.importorskip("httpx")
+# starlette's TestClient prefers httpx2 and warns that plain httpx is deprecated.
+pytest.importorskip("httpx2")
 
-import httpx
+import httpx2
 from fastapi.testclient import TestClient
 
 from conftest import media_file
@@ -378,7 +379,7 @@ def test_parallel_requests_all_succeed(
     data = models["clip"].read_bytes()
 
     def one(i: int) -> tuple[int, str]:
-        with httpx.Client(timeout=60) as h:
+        with httpx2.Client(timeout=60) as h:
             if i % 2:
                 r = h.post(f"{url}/predict", files={"file": ("clip.npz", data)})
             else:
@@ -409,14 +410,14 @@ def test_inference_does_not_block_the_event_loop(
     try:
         with ThreadPoolExecutor(1) as pool:
             fut = pool.submit(
-                httpx.post,
+                httpx2.post,
                 f"{url}/predict",
                 files={"file": ("clip.npz", models["clip"].read_bytes())},
                 timeout=60,
             )
             assert entered.wait(30), "the predict request never reached the model"
             # The model call is parked in a worker thread; the loop must still answer.
-            health = httpx.get(f"{url}/health", timeout=5)
+            health = httpx2.get(f"{url}/health", timeout=5)
             assert health.status_code == 200 and not fut.done()
             release.set()
             assert fut.result(timeout=60).status_code == 200
