@@ -146,6 +146,37 @@ def test_mirror_appends_left_right_mirrors_of_every_view() -> None:
         _loader(split, train=True, mirror=True)
 
 
+def test_rotations_add_rotated_copies_before_box_normalisation() -> None:
+    from protoskel.data.transforms import box_normalize, rotation_matrices
+
+    rng = np.random.default_rng(2)
+    split = TinySplit(n=5)
+    split.keypoints = rng.normal(size=split.keypoints.shape).astype(np.float32)
+    angles = [[0.0, -0.5, 0.0], [0.0, 0.0, 0.0], [0.3, 0.7, -0.2]]
+    norm = {"center": "first", "box": True}
+    kw = {"train": False, "num_clips": 2, "batch_size": 5, "normalize": norm}
+    plain = _loader(split, **kw)
+    rot = _loader(split, **kw, rotations=angles)
+    both = _loader(split, **kw, rotations=angles, mirror=True)
+    assert (plain.copies, rot.copies, both.copies) == (2, 6, 12)
+    (x, y), (xr, yr), (xb, _) = next(iter(plain)), next(iter(rot)), next(iter(both))
+    assert torch.equal(y, yr) and xr.shape[0] == 3 * x.shape[0] and xb.shape[0] == 6 * x.shape[0]
+    # By hand: the centred, un-boxed rows rotated by each matrix, then boxed.
+    raw = _loader(split, **{**kw, "normalize": {"center": "first", "box": False}})
+    x0, _ = next(iter(raw))
+    mats = rotation_matrices(torch.tensor(angles), 3)
+    expect = torch.stack([box_normalize(torch.einsum("ij,njtvm->nitvm", m, x0)) for m in mats], 1)
+    torch.testing.assert_close(xr.view(10, 3, *x.shape[1:]), expect)
+    torch.testing.assert_close(xr.view(10, 3, *x.shape[1:])[:, 1], x)  # identity row: plain
+    assert not torch.allclose(xr.view(10, 3, *x.shape[1:])[:, 0], x)
+    # With mirroring, each clip's rotated rows come first and their mirrors after.
+    torch.testing.assert_close(xb.view(5, 2, 6, *x.shape[1:])[:, 0], xr.view(5, 6, *x.shape[1:]))
+    with pytest.raises(ConfigError, match=r"augment\.rotate"):
+        _loader(split, train=True, rotations=angles)
+    with pytest.raises(ConfigError, match=r"rotations\[1\]: expected \[ax, ay, az\]"):
+        _loader(split, **kw, rotations=[[0, 0, 0], [0.5, 0.1]])
+
+
 def test_memmap_and_preload_give_same_batches(tmp_path: Path) -> None:
     split = TinySplit(n=12)
     np.save(tmp_path / "kp.npy", split.keypoints)

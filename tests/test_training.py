@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from _tiny import write_tiny_store
+from _tiny import tiny_clips, write_tiny_store
 from protoskel.data.store import open_store
 from protoskel.errors import CheckpointError, ConfigError
 from protoskel.training.checkpoint import load_checkpoint
@@ -292,6 +292,53 @@ def test_checkpoint_rebuilds_from_its_recorded_architecture(store: Path, tmp_pat
     ck["config"]["model"]["kwargs"] = {}
     model = build_from_checkpoint(ck)
     assert model.backbone.out_channels == ck["model"]["head.fc.weight"].shape[1]
+
+
+def test_test_time_rotations_average_the_rotated_evaluations(store: Path, tmp_path: Path) -> None:
+    from protoskel.inference import Predictor
+    from protoskel.training.checkpoint import build_from_checkpoint
+    from protoskel.training.trainer import checkpoint_probs
+
+    cfg = load_config(_recipe(tmp_path), ["train.epochs=2"])
+    train(cfg, store, tmp_path / "run", progress=False)
+    ck_path = tmp_path / "run" / "last.pt"
+    a, b = [0.0, -0.6, 0.0], [0.2, 0.5, 0.1]
+    plain, labels, _, _ = checkpoint_probs(ck_path, store)
+    ident, _, _, _ = checkpoint_probs(ck_path, store, rotate=[[0, 0, 0]])
+    pa, _, _, _ = checkpoint_probs(ck_path, store, rotate=[a])
+    pb, _, _, _ = checkpoint_probs(ck_path, store, rotate=[b])
+    both, labels2, _, _ = checkpoint_probs(ck_path, store, rotate=[a, b])
+    np.testing.assert_allclose(ident, plain, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(both, (pa + pb) / 2, rtol=1e-5, atol=1e-6)
+    assert (labels == labels2).all() and not np.allclose(pa, plain)
+    # The recipe key does the same as the argument, and the predictor follows the recipe.
+    rot_cfg = load_config(_recipe(tmp_path), ["train.epochs=2", f"data.test_rotate=[{a}, {b}]"])
+    assert rot_cfg.data.test_rotate == [a, b]
+    with pytest.raises(ConfigError, match=r"data\.test_rotate\[0\]"):
+        load_config(_recipe(tmp_path), ["data.test_rotate=[[0, 1]]"])
+    assert evaluate(ck_path, store, rotate=[a, b])["top1"] == pytest.approx(
+        100 * float((both.argmax(1) == labels).mean())
+    )
+    ck = load_checkpoint(ck_path)
+    ck["config"]["data"]["test_rotate"] = [a, b]
+    clip = tiny_clips(1, 5)[0]
+    rotated = Predictor(ck, build_from_checkpoint(ck))
+    one = [Predictor(ck, rotated.model) for _ in range(2)]
+    one[0].test_rotate, one[1].test_rotate = [a], [b]
+    expect = (one[0].probabilities(clip) + one[1].probabilities(clip)) / 2
+    np.testing.assert_allclose(rotated.probabilities(clip), expect, rtol=1e-5, atol=1e-6)
+    from typer.testing import CliRunner
+
+    from protoskel.cli import app
+
+    cmd = ["eval", str(ck_path), "--data", str(store), "--json", "--rotate"]
+    r = CliRunner().invoke(app, [*cmd, f"[{a}, {b}]"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["top1"] == pytest.approx(
+        100 * float((both.argmax(1) == labels).mean())
+    )
+    r = CliRunner().invoke(app, [*cmd, "[[0, 1]]"])
+    assert isinstance(r.exception, ConfigError) and "--rotate[0]: expected" in str(r.exception)
 
 
 def test_test_time_mirror_averages_each_clip_with_its_mirror(store: Path, tmp_path: Path) -> None:

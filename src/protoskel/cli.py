@@ -227,6 +227,35 @@ _FlipOption = Annotated[
     ),
 ]
 
+# Shared by eval and ensemble: None keeps the recipe's data.test_rotate.
+_RotateOption = Annotated[
+    str | None,
+    typer.Option(
+        "--rotate",
+        help="Test-time rotations to average over, a YAML list of [ax, ay, az] in radians, "
+        "e.g. '[[0,-0.5,0],[0,0,0],[0,0.5,0]]'; '[]' turns them off (default: the recipe's "
+        "data.test_rotate).",
+    ),
+]
+
+
+def _rotations(text: str | None) -> list[Any] | None:
+    """Parse ``--rotate`` (None: keep the recipe's)."""
+    if text is None:
+        return None
+    import yaml
+
+    from protoskel.data.transforms import rotation_angles
+    from protoskel.errors import ConfigError
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"--rotate {text!r}: not a YAML list like [[0,0.5,0]]") from None
+    if value == []:
+        return []
+    return rotation_angles(value, "--rotate").tolist()
+
 
 @app.command("eval")
 def eval_cmd(
@@ -238,12 +267,21 @@ def eval_cmd(
         str | None, typer.Option("--confusion", help="Write the confusion matrix PNG here.")
     ] = None,
     flip: _FlipOption = None,
+    rotate: _RotateOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Evaluate a checkpoint: top-1, top-5, mean class and per-class accuracy."""
     from protoskel.training.trainer import evaluate
 
-    m = evaluate(checkpoint, data, split=split, clips=clips, confusion_png=confusion, flip=flip)
+    m = evaluate(
+        checkpoint,
+        data,
+        split=split,
+        clips=clips,
+        confusion_png=confusion,
+        flip=flip,
+        rotate=_rotations(rotate),
+    )
     if as_json:
         echo_json(m)
         return
@@ -265,6 +303,7 @@ def ensemble_cmd(
     ] = False,
     split: Annotated[str | None, typer.Option("--split", help="Split (default: val).")] = None,
     flip: _FlipOption = None,
+    rotate: _RotateOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Fuse several checkpoints' class probabilities."""
@@ -279,7 +318,10 @@ def ensemble_cmd(
             raise ConfigError(
                 f"--weights {weights!r}: expected numbers like 0.6,0.6,0.4,0.4"
             ) from None
-    m = ensemble(list(checkpoints), data, weights=w, fit=fit_weights, split=split, flip=flip)
+    rot = _rotations(rotate)
+    m = ensemble(
+        list(checkpoints), data, weights=w, fit=fit_weights, split=split, flip=flip, rotate=rot
+    )
     if as_json:
         echo_json(m)
         return

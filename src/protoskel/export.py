@@ -364,6 +364,8 @@ def export_metadata(ck: dict[str, Any]) -> dict[str, str]:
         "test_clips": str(cfg.data.test_clips),
         # The caller averages with the left-right mirrored clip (protoskel.data.loader mirror).
         "test_flip": str(bool(cfg.data.test_flip)).lower(),
+        # ... and over these rotations of it, applied after centring (loader ``rotations``).
+        "test_rotate": json.dumps(cfg.data.test_rotate),
         "backbone": cfg.model.backbone,
         "head": cfg.model.head,
         "invariance": inv or "none",

@@ -135,6 +135,7 @@ class Predictor:
         self.num_frames: int = int(self.config.data.num_frames)
         self.test_clips: int = int(self.config.data.test_clips)
         self.test_flip: bool = bool(self.config.data.test_flip)
+        self.test_rotate: list[Any] = list(self.config.data.test_rotate)
         self.normalize: dict[str, Any] | None = self.config.loader_normalize()
         self.in_channels: int = int(checkpoint["in_channels"])
         self.num_persons: int | None = self._persons()
@@ -232,12 +233,14 @@ class Predictor:
         num_clips: int | None = None,
         adapt: bool = True,
         mirror: bool = False,
+        rotate: bool = False,
     ) -> Tensor:
         """Model input ``(K, C, T, V, M)`` for a clip: K = ``test_clips`` views (or ``num_clips``).
 
         Runs the validation loader's own code (uniform sampling, normalisation, stream) on the
-        clip; ``stream="joint"`` gives the normalised joint positions (for drawing). ``mirror``
-        appends the left-right mirror of each view (``2K`` rows).
+        clip; ``stream="joint"`` gives the normalised joint positions (for drawing). ``rotate``
+        adds the recipe's ``test_rotate`` rotations of each view (``K R`` rows), ``mirror``
+        appends the left-right mirror of each row (twice the rows).
         """
         from protoskel.data.loader import ClipLoader
 
@@ -254,6 +257,7 @@ class Predictor:
             normalize=self.normalize,
             preload=True,
             mirror=mirror,
+            rotations=self.test_rotate if rotate else None,
         )
         x, _ = loader.batch(np.zeros(1, dtype=np.int64))
         return x
@@ -262,8 +266,8 @@ class Predictor:
     @torch.no_grad()
     def probabilities(self, seq: SkeletonSequence) -> np.ndarray:
         """Class probabilities (num_classes,), averaged over the ``test_clips`` views (and their
-        mirrors when the recipe sets ``data.test_flip``)."""
-        x = self.prepare(seq, mirror=self.test_flip)
+        rotations and mirrors when the recipe sets ``data.test_rotate`` / ``data.test_flip``)."""
+        x = self.prepare(seq, mirror=self.test_flip, rotate=True)
         return F.softmax(self.model(x), dim=1).mean(0).double().numpy()
 
     def ranked(self, probs: np.ndarray, top_k: int = 5) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ replays exactly the batches an uninterrupted run would have seen.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -25,6 +25,8 @@ from protoskel.data.transforms import (
     gather_frames,
     make_stream,
     normalize,
+    rotation_angles,
+    rotation_matrices,
     train_positions,
 )
 from protoskel.errors import ConfigError, DatasetError
@@ -63,8 +65,10 @@ class ClipLoader:
     ``train=True`` shuffles per epoch, crops randomly (``augment["crop"]``) and augments;
     ``train=False`` keeps split order and samples uniformly. With ``num_clips=K`` each clip
     yields K rows, grouped per clip (clip i owns rows ``i*K:(i+1)*K``; y stays per clip);
+    ``rotations`` (evaluation only) is a list of ``[ax, ay, az]`` angles (radians, composed as
+    the rotation augmentation) applied after centring: each row becomes one row per rotation.
     ``mirror=True`` (evaluation only) appends the left-right mirror of each row, so a clip owns
-    ``copies = 2K`` rows, the mirrored ones last.
+    ``copies = 2 K R`` rows (``R`` rotations, 1 without), the mirrored ones last.
     ``rank``/``world_size`` shard each epoch's order; the order is padded by wrapping so every
     rank gets the same number of batches (at evaluation this repeats a few clips; use
     :meth:`epoch_indices` to drop them). ``set_epoch`` selects the epoch (iterating does not
@@ -93,6 +97,7 @@ class ClipLoader:
         preload: bool | None = None,
         interpolate: bool = True,
         mirror: bool = False,
+        rotations: Sequence[Sequence[float]] | None = None,
     ) -> None:
         if batch_size < 1 or num_frames < 1 or num_clips < 1:
             raise ConfigError(
@@ -127,7 +132,15 @@ class ClipLoader:
         if mirror and self.train:
             raise ConfigError("mirror is a test-time option; for training use augment.flip")
         self.mirror = bool(mirror)
-        self.copies = self.num_clips * (2 if self.mirror else 1)
+        if rotations and self.train:
+            raise ConfigError("rotations are a test-time option; for training use augment.rotate")
+        self._rotations = (
+            rotation_matrices(rotation_angles(rotations, "rotations"), split.keypoints.shape[-1])
+            if rotations
+            else None
+        )
+        n_rot = 1 if self._rotations is None else self._rotations.shape[0]
+        self.copies = self.num_clips * n_rot * (2 if self.mirror else 1)
         self.epoch = 0
 
         kp = split.keypoints
@@ -247,12 +260,23 @@ class ClipLoader:
         x = normalize(x, self.layout, mask, **{**self.normalize, "box": False})
         if generator is not None and self.train:
             x, mask = augment(x, self.layout, self.augment, generator, mask)
+        if self._rotations is not None:
+            x, mask = _with_rotations(x, mask, self._rotations)
+            k *= self._rotations.shape[0]
         if self.mirror:
             x, mask = _with_mirror(x, mask, self.layout, k)
         if self.normalize["box"]:
             x = box_normalize(x, mask)
         x = make_stream(x, self.stream, self.layout, mask)
         return x, self._labels[idx]
+
+
+def _with_rotations(x: Tensor, mask: Tensor, rot: Tensor) -> tuple[Tensor, Tensor]:
+    """Each row followed by its rotated copies: ``(N*K, ...)`` -> ``(N*K*R, ...)``."""
+    r = rot.shape[0]
+    n = x.shape[0]
+    out = torch.einsum("rij,njtvm->nritvm", rot.to(x.dtype), x)
+    return out.reshape(n * r, *x.shape[1:]), mask.repeat_interleave(r, 0)
 
 
 def _with_mirror(x: Tensor, mask: Tensor, layout: Layout, k: int) -> tuple[Tensor, Tensor]:

@@ -42,6 +42,8 @@ __all__ = [
     "normalize",
     "normalize_scale",
     "random_rotation",
+    "rotation_angles",
+    "rotation_matrices",
     "train_positions",
     "view_rotation",
 ]
@@ -498,12 +500,36 @@ def random_rotation(
     """
     amax = torch.as_tensor([float(a) for a in max_angle], dtype=torch.float32)
     ang = (torch.rand(n, 3, generator=generator) * 2 - 1) * amax
+    return rotation_matrices(ang, dims)
+
+
+def rotation_angles(rotations: Any, where: str) -> Tensor:
+    """Check a list of ``[ax, ay, az]`` angles (radians) and return them as ``(R, 3)``."""
+    if not isinstance(rotations, Sequence) or isinstance(rotations, str) or not rotations:
+        raise ConfigError(f"{where}: expected a list of [ax, ay, az] angles, got {rotations!r}")
+    rows = []
+    for i, r in enumerate(rotations):
+        ok = isinstance(r, Sequence) and not isinstance(r, str) and len(r) == 3
+        if not ok or not all(isinstance(a, int | float) and not isinstance(a, bool) for a in r):
+            raise ConfigError(
+                f"{where}[{i}]: expected [ax, ay, az] in radians, e.g. [0, 0.5, 0]; got {r!r}"
+            )
+        rows.append([float(a) for a in r])
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def rotation_matrices(ang: Tensor, dims: int) -> Tensor:
+    """Rotations ``(n, dims, dims)`` from angles ``(n, 3)`` about x, y, z (radians).
+
+    3D composes ``Rz @ Ry @ Rx``; 2D rotates in the plane by the z angle.
+    """
+    n = ang.shape[0]
     c, s = torch.cos(ang), torch.sin(ang)
     one, zero = torch.ones(n), torch.zeros(n)
     if dims == 2:
         return torch.stack([c[:, 2], -s[:, 2], s[:, 2], c[:, 2]], dim=1).reshape(n, 2, 2)
     if dims != 3:
-        raise ConfigError(f"rotation augmentation needs 2 or 3 coordinates, got C={dims}")
+        raise ConfigError(f"rotations need 2 or 3 coordinates, got C={dims}")
     rx = torch.stack([one, zero, zero, zero, c[:, 0], -s[:, 0], zero, s[:, 0], c[:, 0]], 1)
     ry = torch.stack([c[:, 1], zero, s[:, 1], zero, one, zero, -s[:, 1], zero, c[:, 1]], 1)
     rz = torch.stack([c[:, 2], -s[:, 2], zero, s[:, 2], c[:, 2], zero, zero, zero, one], 1)

@@ -45,6 +45,9 @@ class DataConfig:
     test_clips: int = 1
     # Average each test clip's prediction with its left-right mirror's (test-time augmentation).
     test_flip: bool = False
+    # Test-time rotations: each test clip is also seen rotated by each [ax, ay, az] (radians,
+    # composed as augment.rotate) and the predictions are averaged; [] turns it off.
+    test_rotate: list[Any] = field(default_factory=list)
     augment: dict[str, Any] = field(default_factory=dict)
     # Keys of protoskel.data.transforms.normalize (centring, scale, view alignment).
     normalize: dict[str, Any] = field(default_factory=dict)
@@ -151,6 +154,10 @@ class Config:
         for ok, key, what in checks:
             if not ok:
                 raise ConfigError(f"{key}: {what}")
+        if self.data.test_rotate:
+            from protoskel.data.transforms import rotation_angles  # torch only when used
+
+            rotation_angles(self.data.test_rotate, "data.test_rotate")
         return self
 
 

@@ -42,6 +42,7 @@ def ensemble(
     fit: bool = False,
     split: str | None = None,
     flip: bool | None = None,
+    rotate: list[Any] | None = None,
 ) -> dict[str, Any]:
     """Fuse checkpoints (e.g. the four streams) on a split; optionally fit weights on held-out
     training clips recorded in the checkpoints (never on the evaluated split)."""
@@ -51,7 +52,7 @@ def ensemble(
         raise ConfigError("give either --weights or --fit-weights, not both")
     if weights is not None and len(weights) != len(checkpoints):
         raise ConfigError(f"{len(weights)} weights for {len(checkpoints)} checkpoints")
-    runs = [checkpoint_probs(c, data_dir, split, flip=flip) for c in checkpoints]
+    runs = [checkpoint_probs(c, data_dir, split, flip=flip, rotate=rotate) for c in checkpoints]
     labels = runs[0][1]
     classes = runs[0][3]
     for r in runs[1:]:
@@ -74,7 +75,8 @@ def ensemble(
         pos = {cid: i for i, cid in enumerate(sp.ids)}
         idx = np.array([pos[c] for c in held[0]], dtype=np.int64)
         hold = [
-            checkpoint_probs(c, data_dir, train_name, indices=idx, flip=flip) for c in checkpoints
+            checkpoint_probs(c, data_dir, train_name, indices=idx, flip=flip, rotate=rotate)
+            for c in checkpoints
         ]
         weights = fit_weights([h[0] for h in hold], hold[0][1])
         fitted_on = {"split": train_name, "clips": len(idx)}

@@ -248,6 +248,7 @@ def eval_loader(
         num_clips=cfg.data.test_clips if num_clips is None else num_clips,
         normalize=cfg.loader_normalize(),
         mirror=mirror,
+        rotations=cfg.data.test_rotate or None,
     )
 
 
@@ -589,6 +590,7 @@ def checkpoint_probs(
     clips: int | None = None,
     indices: np.ndarray | None = None,
     flip: bool | None = None,
+    rotate: list[Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any], list[str]]:
     """Class probabilities of one checkpoint on a split (optionally a subset of its clips)."""
     from protoskel.data.store import open_store
@@ -614,6 +616,9 @@ def checkpoint_probs(
         cfg.data.test_clips = clips
     if flip is not None:
         cfg.data.test_flip = bool(flip)
+    if rotate is not None:
+        cfg.data.test_rotate = list(rotate)
+        cfg.validate()
     loader = _loader(sp, lay, cfg, False, DistInfo())
     probs, labels = predict_split(model, loader)
     return probs, labels, ck, list(store.classes)
@@ -627,9 +632,12 @@ def evaluate(
     clips: int | None = None,
     confusion_png: str | Path | None = None,
     flip: bool | None = None,
+    rotate: list[Any] | None = None,
 ) -> dict[str, Any]:
     """top1/top5/mean_class_acc/n and per-class accuracy of a checkpoint on a prepared split."""
-    probs, labels, ck, classes = checkpoint_probs(checkpoint, data_dir, split, clips, flip=flip)
+    probs, labels, ck, classes = checkpoint_probs(
+        checkpoint, data_dir, split, clips, flip=flip, rotate=rotate
+    )
     m = classification_metrics(probs, labels, classes)
     if confusion_png is not None:
         title = f"{Path(ck['path']).name} on {Path(data_dir).name}: top1 {m['top1']:.2f}%"
