@@ -199,6 +199,7 @@ def test_onnx_metadata_records_how_to_feed_the_model(
     assert meta["layout"] == "kinect-v1-20" and meta["layout_def"]["name"] == "kinect-v1-20"
     assert meta["stream"] == "joint" and meta["num_frames"] == "16"
     assert meta["test_flip"] == "false"  # the recipe did not ask for test-time mirroring
+    assert meta["test_rotate"] == []  # nor rotations (decoded from JSON like normalize)
     assert meta["invariance"] == "frame_averaging" and meta["invariance_mode"] == "average"
     assert "inside the graph" in meta["frame_averaging"]
     assert info["input_shape"] == ["N", 3, 16, 20, "M"]

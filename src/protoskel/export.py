@@ -380,6 +380,10 @@ def export_metadata(ck: dict[str, Any]) -> dict[str, str]:
     return {f"protoskel.{k}": v for k, v in meta.items()}
 
 
+# Metadata values stored as JSON text (the rest are plain strings).
+_JSON_META = ("classes", "layout_def", "normalize", "test_rotate")
+
+
 def read_export_metadata(path: str | Path) -> dict[str, Any]:
     """The ``protoskel.*`` metadata of an exported ONNX, pt2 or TorchScript file (JSON decoded)."""
     p = Path(path)
@@ -399,7 +403,7 @@ def read_export_metadata(path: str | Path) -> dict[str, Any]:
         if not k.startswith("protoskel."):
             continue
         key = k[len("protoskel.") :]
-        out[key] = json.loads(v) if key in ("classes", "layout_def", "normalize") else v
+        out[key] = json.loads(v) if key in _JSON_META else v
     return out
 
 
