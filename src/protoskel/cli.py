@@ -252,8 +252,6 @@ def _rotations(text: str | None) -> list[Any] | None:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         raise ConfigError(f"--rotate {text!r}: not a YAML list like [[0,0.5,0]]") from None
-    if value == []:
-        return []
     return rotation_angles(value, "--rotate").tolist()
 
 

@@ -505,7 +505,7 @@ def random_rotation(
 
 def rotation_angles(rotations: Any, where: str) -> Tensor:
     """Check a list of ``[ax, ay, az]`` angles (radians) and return them as ``(R, 3)``."""
-    if not isinstance(rotations, Sequence) or isinstance(rotations, str) or not rotations:
+    if not isinstance(rotations, Sequence) or isinstance(rotations, str):
         raise ConfigError(f"{where}: expected a list of [ax, ay, az] angles, got {rotations!r}")
     rows = []
     for i, r in enumerate(rotations):
@@ -515,7 +515,7 @@ def rotation_angles(rotations: Any, where: str) -> Tensor:
                 f"{where}[{i}]: expected [ax, ay, az] in radians, e.g. [0, 0.5, 0]; got {r!r}"
             )
         rows.append([float(a) for a in r])
-    return torch.tensor(rows, dtype=torch.float32)
+    return torch.tensor(rows, dtype=torch.float32).reshape(len(rows), 3)
 
 
 def rotation_matrices(ang: Tensor, dims: int) -> Tensor:

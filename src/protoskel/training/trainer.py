@@ -617,8 +617,7 @@ def checkpoint_probs(
     if flip is not None:
         cfg.data.test_flip = bool(flip)
     if rotate is not None:
-        cfg.data.test_rotate = list(rotate)
-        cfg.validate()
+        cfg.data.test_rotate = list(rotate)  # checked by the loader
     loader = _loader(sp, lay, cfg, False, DistInfo())
     probs, labels = predict_split(model, loader)
     return probs, labels, ck, list(store.classes)
