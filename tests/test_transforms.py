@@ -289,10 +289,10 @@ def _naive(x: np.ndarray, stream: str, parents: tuple[int, ...]) -> np.ndarray:
             for f in range(t):
                 for j in range(v):
                     for p in range(m):
-                        par = parents[j]
-                        base[i, :, f, j, p] = (
-                            0 if par < 0 else x[i, :, f, j, p] - x[i, :, f, par, p]
-                        )
+                        anc = j
+                        for _ in range(2 if "bone2" in stream else 1):
+                            anc = anc if parents[anc] < 0 else parents[anc]
+                        base[i, :, f, j, p] = x[i, :, f, j, p] - x[i, :, f, anc, p]
     if "motion" not in stream:
         return base
     out = np.zeros_like(x)
@@ -304,7 +304,9 @@ def _naive(x: np.ndarray, stream: str, parents: tuple[int, ...]) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("stream", ["joint", "bone", "joint_motion", "bone_motion"])
+@pytest.mark.parametrize(
+    "stream", ["joint", "bone", "joint_motion", "bone_motion", "bone2", "bone2_motion"]
+)
 def test_streams_match_naive_loops(stream: str) -> None:
     x = _clips(2, 3, 6, 20, 2)
     x[0, :, 4:] = 0  # padded tail
@@ -318,6 +320,11 @@ def test_root_bone_zero_and_motion_zero_on_padded_tail() -> None:
     x[0, :, 5:] = 0
     bone = make_stream(x, "bone", K3)
     assert (bone[:, :, :, K3.root] == 0).all()
+    bone2 = make_stream(x, "bone2", K3)
+    assert (bone2[:, :, :, K3.root] == 0).all()
+    # A child of the root has no grandparent: its 2-hop vector is its bone.
+    child = K3.parents.index(K3.root)
+    torch.testing.assert_close(bone2[:, :, :, child], bone[:, :, :, child])
     for s in ("joint_motion", "bone_motion"):
         mo = make_stream(x, s, K3)
         assert (mo[:, :, 4:] == 0).all()  # frame 4 is the clip's last: no jump into padding

@@ -48,7 +48,7 @@ __all__ = [
     "view_rotation",
 ]
 
-STREAMS = ("joint", "bone", "joint_motion", "bone_motion")
+STREAMS = ("joint", "bone", "joint_motion", "bone_motion", "bone2", "bone2_motion")
 
 #: The field's NW-UCLA recipe (CTR-GCN): random crop of 50-100% of the clip resized to the
 #: target length, random rotation of up to 0.3 rad about each axis, mild random scaling.
@@ -599,12 +599,18 @@ def augment(
 
 
 # ---------------------------------------------------------------------------------- streams
-def _bones(x: Tensor, layout: Layout) -> Tensor:
-    # The root's "parent" is itself, so its bone is exactly zero.
-    parent = torch.as_tensor(
-        [p if p >= 0 else v for v, p in enumerate(layout.parents)], dtype=torch.int64
-    )
-    return x - x[:, :, :, parent, :]
+def _ancestors(layout: Layout, hops: int) -> Tensor:
+    """Index of each joint's ancestor ``hops`` steps up the layout's tree (stopping at a root)."""
+    up = [p if p >= 0 else v for v, p in enumerate(layout.parents)]
+    idx = list(range(layout.num_joints))
+    for _ in range(hops):
+        idx = [up[i] for i in idx]
+    return torch.as_tensor(idx, dtype=torch.int64)
+
+
+def _bones(x: Tensor, layout: Layout, hops: int = 1) -> Tensor:
+    # A root is its own ancestor, so its bone is exactly zero.
+    return x - x[:, :, :, _ancestors(layout, hops), :]
 
 
 def _motion(x: Tensor, mask: Tensor) -> Tensor:
@@ -616,9 +622,11 @@ def _motion(x: Tensor, mask: Tensor) -> Tensor:
 
 
 def make_stream(x: Tensor, stream: str, layout: Layout, mask: Tensor | None = None) -> Tensor:
-    """Derive an input stream from joints ``(N, C, T, V, M)``: joint, bone, or their motion.
+    """Derive an input stream from joints ``(N, C, T, V, M)``: joint, bone, bone2 or their motion.
 
-    ``bone`` is ``x[v] - x[parent(v)]`` (root 0); ``*_motion`` is ``x[t+1] - x[t]`` where both
+    ``bone`` is ``x[v] - x[parent(v)]`` (root 0); ``bone2`` is ``x[v] - x[grandparent(v)]``
+    (InfoGCN's 2-hop relative positions; a root's child gets its bone), a coarser view of the
+    body's shape for ensembles; ``*_motion`` is ``x[t+1] - x[t]`` where both
     frames are valid for that person, else 0 (the last frame is 0). ``mask`` (N, T, M) defaults
     to the non-zero slots of ``x``.
     """
@@ -632,8 +640,8 @@ def make_stream(x: Tensor, stream: str, layout: Layout, mask: Tensor | None = No
     if stream == "joint":
         return x
     mask = frame_mask(x) if mask is None else mask
-    if stream == "bone":
-        return _bones(x, layout)
     if stream == "joint_motion":
         return _motion(x, mask)
-    return _motion(_bones(x, layout), mask)
+    base, motion = stream.removesuffix("_motion"), stream.endswith("_motion")
+    y = _bones(x, layout, 2 if base == "bone2" else 1)
+    return _motion(y, mask) if motion else y

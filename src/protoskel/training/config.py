@@ -11,11 +11,10 @@ from typing import Any
 
 import yaml
 
+from protoskel.data.transforms import STREAMS
 from protoskel.errors import ConfigError
 
 __all__ = ["Config", "DataConfig", "ModelConfig", "TrainConfig", "load_config"]
-
-STREAMS = ("joint", "bone", "joint_motion", "bone_motion")
 
 
 @dataclass
