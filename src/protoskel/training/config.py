@@ -11,7 +11,6 @@ from typing import Any
 
 import yaml
 
-from protoskel.data.transforms import STREAMS
 from protoskel.errors import ConfigError
 
 __all__ = ["Config", "DataConfig", "ModelConfig", "TrainConfig", "load_config"]
@@ -110,6 +109,8 @@ class Config:
 
     def validate(self) -> Config:
         """Check values that types alone cannot; raise ConfigError naming the key."""
+        from protoskel.data.transforms import STREAMS  # torch only when validating
+
         checks = [
             (self.data.stream in STREAMS, "data.stream", f"must be one of {', '.join(STREAMS)}"),
             (self.data.num_frames >= 4, "data.num_frames", "must be >= 4"),
@@ -154,7 +155,7 @@ class Config:
             if not ok:
                 raise ConfigError(f"{key}: {what}")
         if self.data.test_rotate:
-            from protoskel.data.transforms import rotation_angles  # torch only when used
+            from protoskel.data.transforms import rotation_angles
 
             rotation_angles(self.data.test_rotate, "data.test_rotate")
         return self
