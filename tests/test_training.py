@@ -176,6 +176,80 @@ def test_ensemble_and_fitted_weights(store: Path, tmp_path: Path) -> None:
     assert len(held) == 9 and all(h.startswith("tiny_0_") for h in held)
 
 
+def test_distilling_from_a_one_hot_teacher_is_plain_training(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With alpha 1 and T 1 the distillation loss of a one-hot teacher is the cross-entropy, so
+    # the run must match plain training; any misalignment of soft targets and clips breaks it.
+    import protoskel.training.trainer as trainer
+
+    def one_hot(cfg, data_dir, indices, labels):
+        assert len(indices) == 27 and cfg.train.distill == ["teacher"]  # 36 minus the holdout
+        return np.eye(3)[labels]
+
+    monkeypatch.setattr(trainer, "teacher_probs", one_hot)
+    base = ["train.epochs=2", "train.label_smoothing=0.0", "data.holdout_fraction=0.25"]
+    train(load_config(_recipe(tmp_path), base), store, tmp_path / "plain", progress=False)
+    kd = [*base, "train.distill=[teacher]", "train.distill_alpha=1.0"]
+    train(load_config(_recipe(tmp_path), kd), store, tmp_path / "kd", progress=False)
+    wa, wb = _weights(tmp_path / "plain" / "last.pt"), _weights(tmp_path / "kd" / "last.pt")
+    assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-5) for k in wa)
+    # A teacher that disagrees with the labels must change the model.
+    monkeypatch.setattr(trainer, "teacher_probs", lambda c, d, i, y: np.eye(3)[(y + 1) % 3])
+    train(load_config(_recipe(tmp_path), kd), store, tmp_path / "kd2", progress=False)
+    wc = _weights(tmp_path / "kd2" / "last.pt")
+    assert not all(torch.allclose(wa[k].float(), wc[k].float(), atol=1e-5) for k in wa)
+
+
+def test_distillation_from_real_teachers(store: Path, tmp_path: Path) -> None:
+    from protoskel.training.trainer import checkpoint_probs, soften, teacher_probs
+
+    teachers = []
+    for stream in ("joint", "bone"):
+        cfg = load_config(_recipe(tmp_path), [f"data.stream={stream}", "train.epochs=2"])
+        train(cfg, store, tmp_path / stream, progress=False)
+        teachers.append(str(tmp_path / stream / "last.pt"))
+    over = [
+        "train.epochs=2",
+        f"train.distill=[{teachers[0]}, {teachers[1]}]",
+        "train.distill_weights=[3, 1]",
+        "train.distill_temperature=2.0",
+    ]
+    cfg = load_config(_recipe(tmp_path), over)
+    idx = np.arange(len(open_store(store).split("train")))
+    labels = open_store(store).split("train").labels
+    mixed = teacher_probs(cfg, store, idx, labels)
+    pj, _, _, _ = checkpoint_probs(teachers[0], store, split="train")
+    pb, _, _, _ = checkpoint_probs(teachers[1], store, split="train")
+    np.testing.assert_allclose(mixed, 0.75 * pj + 0.25 * pb, rtol=1e-6)
+    soft = soften(mixed, 2.0).numpy()
+    np.testing.assert_allclose(soft.sum(1), 1.0, rtol=1e-5)
+    assert soft.max(1).mean() < mixed.max(1).mean()  # a temperature above 1 flattens
+    res = train(cfg, store, tmp_path / "student", progress=False)
+    plain = train(
+        load_config(_recipe(tmp_path), ["train.epochs=2"]), store, tmp_path / "p", progress=False
+    )
+    assert res["history"][0]["train_loss"] != plain["history"][0]["train_loss"]
+    assert (
+        load_checkpoint(tmp_path / "student" / "last.pt")["config"]["train"]["distill"] == teachers
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.distill_weights=[1, 2]", "one weight per"),
+        ("train.distill_alpha=1.5", "distill_alpha"),
+        ("train.distill_temperature=0", "distill_temperature"),
+        ("train.distill_weights=[x]", r"distill_weights\[0\]: expected a number"),
+        ("train.distill=teacher.pt", "distill: expected a list"),
+    ],
+)
+def test_distillation_config_errors(tmp_path: Path, override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(_recipe(tmp_path), ["train.distill=[a.pt]", override])
+
+
 def test_ensemble_fit_needs_holdout(store: Path, tmp_path: Path) -> None:
     cfg = load_config(_recipe(tmp_path), ["train.epochs=1"])
     train(cfg, store, tmp_path / "x", progress=False)

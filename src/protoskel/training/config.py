@@ -78,6 +78,15 @@ class TrainConfig:
     # Exponential moving average of the weights (0 = off, e.g. 0.998): evaluated and saved in
     # place of the raw weights, which smooths out the last epochs' epoch-to-epoch swings.
     ema: float = 0.0
+    # Knowledge distillation from fixed teachers (checkpoints or shipped names, e.g. the stream
+    # models of an ensemble): their probabilities on the training clips (each with its own
+    # recipe's test-time mirror and rotations), mixed with distill_weights (default equal) and
+    # softened by distill_temperature, are soft targets with weight distill_alpha beside the
+    # labels (Hinton et al. 2015).
+    distill: list[str] = field(default_factory=list)
+    distill_weights: list[float] = field(default_factory=list)
+    distill_alpha: float = 0.5
+    distill_temperature: float = 1.0
     # Prototype heads only: last-layer fine-tuning after projecting prototypes (ProtoPNet).
     push_epochs: int = 20
     push_lr: float = 1e-3
@@ -137,6 +146,20 @@ class Config:
                 "must be true or false",
             ),
             (0 <= self.train.ema < 1, "train.ema", "must be in [0, 1) (0 turns it off)"),
+            (
+                not self.train.distill_weights
+                or len(self.train.distill_weights) == len(self.train.distill),
+                "train.distill_weights",
+                "needs one weight per train.distill teacher (or none for equal weights)",
+            ),
+            (
+                all(w >= 0 for w in self.train.distill_weights)
+                and (not self.train.distill_weights or sum(self.train.distill_weights) > 0),
+                "train.distill_weights",
+                "must be >= 0 with a positive sum",
+            ),
+            (0 <= self.train.distill_alpha <= 1, "train.distill_alpha", "must be in [0, 1]"),
+            (self.train.distill_temperature > 0, "train.distill_temperature", "must be > 0"),
             (self.train.push_epochs >= 0, "train.push_epochs", "must be >= 0"),
             (self.train.push_lr > 0, "train.push_lr", "must be > 0"),
             (0 <= self.model.dropout < 1, "model.dropout", "must be in [0, 1)"),
@@ -177,6 +200,11 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_check_type(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")

@@ -295,6 +295,33 @@ def predict_split(model: nn.Module, loader: Any) -> tuple[np.ndarray, np.ndarray
     return np.concatenate(probs), np.concatenate(labels)
 
 
+def teacher_probs(
+    cfg: Config, data_dir: str | Path, indices: np.ndarray, labels: np.ndarray
+) -> np.ndarray:
+    """Mixed class probabilities (N, K) of the ``train.distill`` teachers on training clips."""
+    weights = cfg.train.distill_weights or [1.0] * len(cfg.train.distill)
+    mixed = None
+    for name, w in zip(cfg.train.distill, weights, strict=True):
+        p, y, _, _ = checkpoint_probs(name, data_dir, split=cfg.data.train_split, indices=indices)
+        if not np.array_equal(y, labels):
+            raise ConfigError(f"train.distill: teacher {name} saw other clips than the student")
+        mixed = w * p if mixed is None else mixed + w * p
+    return mixed / sum(weights)
+
+
+def soften(probs: np.ndarray, temperature: float) -> torch.Tensor:
+    """Probabilities at a temperature: ``p ** (1/T)`` renormalised (softmax of logits / T)."""
+    logp = torch.log(torch.as_tensor(probs, dtype=torch.float64).clamp_min(1e-12)) / temperature
+    return torch.softmax(logp, dim=1).float()
+
+
+def distill_loss(logits: torch.Tensor, soft: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(soft || softmax(logits / T)) * T^2, the gradient-scale-preserving Hinton loss."""
+    logq = F.log_softmax(logits / temperature, dim=1)
+    kl = (soft * (torch.log(soft.clamp_min(1e-12)) - logq)).sum(1).mean()
+    return kl * temperature**2
+
+
 def _progress(enabled: bool) -> Any:
     if not enabled:
         return contextlib.nullcontext(None)
@@ -462,6 +489,13 @@ def train(
 
     proto = prototype_head(model)
     train_loader = _loader(train_split, layout, cfg, True, dist)
+    soft = None
+    if cfg.train.distill and cfg.train.distill_alpha > 0:
+        # Soft targets indexed by position in the (holdout-reduced) training split; the
+        # teachers are fixed, so computing them once is exact and costs one evaluation each.
+        table = teacher_probs(cfg, data_dir, keep, train_split.labels)
+        soft = soften(table, cfg.train.distill_temperature)
+    alpha, temp = cfg.train.distill_alpha, cfg.train.distill_temperature
     val_loader = _loader(val_split, layout, cfg, False, dist) if val_split is not None else None
     steps = len(train_loader)
     logs = _Logs(out, dist.is_main, resume)
@@ -490,12 +524,18 @@ def train(
             if bar is not None:
                 task = bar.add_task(f"epoch {epoch + 1}/{cfg.train.epochs}", total=steps, stats="")
             loss_sum, correct, seen = 0.0, 0, 0
+            order = train_loader.epoch_indices(epoch)
             for it, (x, y) in enumerate(train_loader):
                 lr = lr_at(epoch * steps + it, steps, cfg)
                 for g in optimizer.param_groups:
                     g["lr"] = lr
                 logits = net(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=cfg.train.label_smoothing)
+                if soft is not None:
+                    at = it * train_loader.batch_size
+                    rows = torch.as_tensor(order[at : at + len(y)])
+                    kd = distill_loss(logits, soft[rows], temp)
+                    loss = (1 - alpha) * loss + alpha * kd
                 if proto is not None:
                     loss = loss + proto.weighted_aux_loss(None, y)
                 optimizer.zero_grad(set_to_none=True)
