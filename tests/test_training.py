@@ -235,6 +235,13 @@ def test_distillation_from_real_teachers(store: Path, tmp_path: Path) -> None:
     )
 
 
+def test_a_missing_teacher_fails_before_the_run_folder_exists(store: Path, tmp_path: Path) -> None:
+    cfg = load_config(_recipe(tmp_path), [f"train.distill=[{tmp_path / 'nope.pt'}]"])
+    with pytest.raises(CheckpointError, match=r"nope\.pt"):
+        train(cfg, store, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [

@@ -437,8 +437,6 @@ def train(
 
     dist = init_distributed()
     out = Path(out_dir)
-    if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     store = open_store(data_dir)
@@ -450,6 +448,16 @@ def train(
     if len(held):
         train_split = subset_split(train_split, keep)
     in_channels = int(store.manifest["num_coords"])
+    soft = None
+    if cfg.train.distill and cfg.train.distill_alpha > 0:
+        # Soft targets indexed by position in the (holdout-reduced) training split; the
+        # teachers are fixed, so computing them once is exact and costs one evaluation each.
+        # Before the run folder exists, so a bad teacher leaves nothing behind.
+        table = teacher_probs(cfg, data_dir, keep, train_split.labels)
+        soft = soften(table, cfg.train.distill_temperature)
+    alpha, temp = cfg.train.distill_alpha, cfg.train.distill_temperature
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(cfg.train.seed)
     model = build_model_from_config(cfg, layout, len(classes), in_channels)
@@ -489,13 +497,6 @@ def train(
 
     proto = prototype_head(model)
     train_loader = _loader(train_split, layout, cfg, True, dist)
-    soft = None
-    if cfg.train.distill and cfg.train.distill_alpha > 0:
-        # Soft targets indexed by position in the (holdout-reduced) training split; the
-        # teachers are fixed, so computing them once is exact and costs one evaluation each.
-        table = teacher_probs(cfg, data_dir, keep, train_split.labels)
-        soft = soften(table, cfg.train.distill_temperature)
-    alpha, temp = cfg.train.distill_alpha, cfg.train.distill_temperature
     val_loader = _loader(val_split, layout, cfg, False, dist) if val_split is not None else None
     steps = len(train_loader)
     logs = _Logs(out, dist.is_main, resume)
