@@ -318,8 +318,7 @@ def soften(probs: np.ndarray, temperature: float) -> torch.Tensor:
 def distill_loss(logits: torch.Tensor, soft: torch.Tensor, temperature: float) -> torch.Tensor:
     """KL(soft || softmax(logits / T)) * T^2, the gradient-scale-preserving Hinton loss."""
     logq = F.log_softmax(logits / temperature, dim=1)
-    kl = (soft * (torch.log(soft.clamp_min(1e-12)) - logq)).sum(1).mean()
-    return kl * temperature**2
+    return F.kl_div(logq, soft, reduction="batchmean") * temperature**2
 
 
 def _progress(enabled: bool) -> Any:
