@@ -257,6 +257,47 @@ def test_distillation_config_errors(tmp_path: Path, override: str, message: str)
         load_config(_recipe(tmp_path), ["train.distill=[a.pt]", override])
 
 
+@pytest.mark.parametrize("mode", ["blend", "parts"])
+def test_mixup_trains_differently_and_resumes_exactly(
+    store: Path, tmp_path: Path, mode: str
+) -> None:
+    plain = load_config(_recipe(tmp_path), ["train.epochs=2"])
+    train(plain, store, tmp_path / "plain", progress=False)
+    mix = ["train.mixup=0.4", f"train.mixup_mode={mode}"]
+    # A mixing probability of 0 draws but never mixes: exactly plain training.
+    off = load_config(_recipe(tmp_path), ["train.epochs=2", *mix, "train.mixup_prob=0.0"])
+    train(off, store, tmp_path / "off", progress=False)
+    wp, wo = _weights(tmp_path / "plain" / "last.pt"), _weights(tmp_path / "off" / "last.pt")
+    assert all(torch.equal(wp[k], wo[k]) for k in wp)
+    cfg = load_config(_recipe(tmp_path), mix)
+    full = train(cfg, store, tmp_path / "full", progress=False)
+    train(cfg, store, tmp_path / "part", progress=False, max_epochs=2)
+    resumed = train(cfg, store, tmp_path / "part", resume=True, progress=False)
+    wa, wb = _weights(tmp_path / "full" / "last.pt"), _weights(tmp_path / "part" / "last.pt")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    losses = [h["train_loss"] for h in full["history"]]
+    assert [h["train_loss"] for h in resumed["history"]] == losses
+    # The same two epochs as the plain run, with mixing on: a different model.
+    on = load_config(_recipe(tmp_path), ["train.epochs=2", *mix])
+    train(on, store, tmp_path / "on", progress=False)
+    wm = _weights(tmp_path / "on" / "last.pt")
+    assert not all(torch.allclose(wp[k].float(), wm[k].float()) for k in wp)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.mixup=-1", "train.mixup: must be >= 0"),
+        ("train.mixup_mode=cutout", "train.mixup_mode: must be one of blend, parts"),
+        ("train.mixup_prob=1.5", r"train.mixup_prob: must be in \[0, 1\]"),
+        ("model.head=prototype", "not supported with the prototype head"),
+    ],
+)
+def test_mixup_config_errors(tmp_path: Path, override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(_recipe(tmp_path), ["train.mixup=0.2", override])
+
+
 def test_ensemble_fit_needs_holdout(store: Path, tmp_path: Path) -> None:
     cfg = load_config(_recipe(tmp_path), ["train.epochs=1"])
     train(cfg, store, tmp_path / "x", progress=False)

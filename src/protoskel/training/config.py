@@ -87,6 +87,12 @@ class TrainConfig:
     distill_weights: list[float] = field(default_factory=list)
     distill_alpha: float = 0.5
     distill_temperature: float = 1.0
+    # Batch mixing (protoskel.training.mixing): with probability mixup_prob per step, each clip
+    # is mixed with another clip of its batch, "blend" (mixup) or "parts" (CutMix of the
+    # layout's body parts), by a weight drawn from Beta(mixup, mixup); 0 turns it off.
+    mixup: float = 0.0
+    mixup_mode: str = "blend"
+    mixup_prob: float = 1.0
     # Prototype heads only: last-layer fine-tuning after projecting prototypes (ProtoPNet).
     push_epochs: int = 20
     push_lr: float = 1e-3
@@ -119,6 +125,7 @@ class Config:
     def validate(self) -> Config:
         """Check values that types alone cannot; raise ConfigError naming the key."""
         from protoskel.data.transforms import STREAMS  # torch only when validating
+        from protoskel.training.mixing import MIX_MODES
 
         checks = [
             (self.data.stream in STREAMS, "data.stream", f"must be one of {', '.join(STREAMS)}"),
@@ -160,6 +167,19 @@ class Config:
             ),
             (0 <= self.train.distill_alpha <= 1, "train.distill_alpha", "must be in [0, 1]"),
             (self.train.distill_temperature > 0, "train.distill_temperature", "must be > 0"),
+            (self.train.mixup >= 0, "train.mixup", "must be >= 0 (0 turns it off)"),
+            (
+                self.train.mixup_mode in MIX_MODES,
+                "train.mixup_mode",
+                f"must be one of {', '.join(MIX_MODES)}",
+            ),
+            (0 <= self.train.mixup_prob <= 1, "train.mixup_prob", "must be in [0, 1]"),
+            (
+                not (self.train.mixup > 0 and self.model.head == "prototype"),
+                "train.mixup",
+                "is not supported with the prototype head (its cluster and separation losses "
+                "need one label per clip); set train.mixup=0",
+            ),
             (self.train.push_epochs >= 0, "train.push_epochs", "must be >= 0"),
             (self.train.push_lr > 0, "train.push_lr", "must be > 0"),
             (0 <= self.model.dropout < 1, "model.dropout", "must be in [0, 1)"),

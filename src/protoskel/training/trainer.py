@@ -32,6 +32,7 @@ from protoskel.training.distributed import (
     init_distributed,
 )
 from protoskel.training.metrics import classification_metrics, save_confusion_png
+from protoskel.training.mixing import mix_batch, mix_rng
 
 __all__ = [
     "build_model_from_config",
@@ -514,6 +515,7 @@ def train(
     if len(held):
         meta["holdout_ids"] = [store.split(cfg.data.train_split).ids[i] for i in held]
 
+    mixing, mode, smoothing = cfg.train.mixup > 0, cfg.train.mixup_mode, cfg.train.label_smoothing
     paces: list[float] = []
     with _progress(progress and dist.is_main) as bar:
         for epoch in range(start_epoch, end_epoch):
@@ -529,12 +531,23 @@ def train(
                 lr = lr_at(epoch * steps + it, steps, cfg)
                 for g in optimizer.param_groups:
                     g["lr"] = lr
+                perm, lam = None, 1.0
+                if mixing:
+                    rng = mix_rng(cfg.train.seed, epoch, it)
+                    if rng.random() < cfg.train.mixup_prob:
+                        x, perm, lam = mix_batch(x, layout, mode, cfg.train.mixup, rng)
                 logits = net(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=cfg.train.label_smoothing)
+                loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
+                if perm is not None:
+                    other = F.cross_entropy(logits, y[perm], label_smoothing=smoothing)
+                    loss = lam * loss + (1 - lam) * other
                 if soft is not None:
                     at = it * train_loader.batch_size
                     rows = torch.as_tensor(order[at : at + len(y)])
-                    kd = distill_loss(logits, soft[rows], temp)
+                    target = soft[rows]
+                    if perm is not None:
+                        target = lam * target + (1 - lam) * target[perm]
+                    kd = distill_loss(logits, target, temp)
                     loss = (1 - alpha) * loss + alpha * kd
                 if proto is not None:
                     loss = loss + proto.weighted_aux_loss(None, y)
@@ -544,7 +557,9 @@ def train(
                 if ema is not None:
                     ema.update(model)
                 loss_sum += float(loss.detach()) * len(y)
-                correct += int((logits.argmax(1) == y).sum())
+                # Under mixing, a clip counts as right when it predicts its larger label share.
+                shown = y if perm is None or lam >= 0.5 else y[perm]
+                correct += int((logits.argmax(1) == shown).sum())
                 seen += len(y)
                 if task is not None:
                     bar.update(
