@@ -284,6 +284,23 @@ def test_mixup_trains_differently_and_resumes_exactly(
     assert not all(torch.allclose(wp[k].float(), wm[k].float()) for k in wp)
 
 
+def test_mixed_distillation_targets_match_mixed_labels(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A one-hot teacher at alpha 1 and T 1 under mixing must give the mixed cross-entropy.
+    import protoskel.training.trainer as trainer
+
+    monkeypatch.setattr(trainer, "teacher_probs", lambda c, d, i, y: np.eye(3)[y])
+    # SGD, because Adam's normalisation blows float-rounding gradient differences on
+    # near-zero-gradient parameters (the learned topologies) up to 1e-2 in two epochs.
+    base = ["train.epochs=2", "train.label_smoothing=0.0", "train.mixup=0.4", "train.optimizer=sgd"]
+    train(load_config(_recipe(tmp_path), base), store, tmp_path / "mix", progress=False)
+    kd = [*base, "train.distill=[teacher]", "train.distill_alpha=1.0"]
+    train(load_config(_recipe(tmp_path), kd), store, tmp_path / "kd", progress=False)
+    wa, wb = _weights(tmp_path / "mix" / "last.pt"), _weights(tmp_path / "kd" / "last.pt")
+    assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-5) for k in wa)
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
