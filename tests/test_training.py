@@ -242,6 +242,21 @@ def test_a_missing_teacher_fails_before_the_run_folder_exists(store: Path, tmp_p
     assert not (tmp_path / "run").exists()
 
 
+def test_a_teacher_of_other_classes_is_refused_with_advice(store: Path, tmp_path: Path) -> None:
+    from protoskel.training.checkpoint import save_checkpoint
+
+    train(load_config(_recipe(tmp_path), ["train.epochs=1"]), store, tmp_path / "t", progress=False)
+    ck = load_checkpoint(tmp_path / "t" / "last.pt")
+    ck["classes"] = ["a", "b", "c"]
+    save_checkpoint(ck, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="evaluate on the dataset the model was trained"):
+        evaluate(tmp_path / "other.pt", store)
+    cfg = load_config(_recipe(tmp_path), [f"train.distill=[{tmp_path / 'other.pt'}]"])
+    with pytest.raises(CheckpointError, match="needs teachers trained on the student's dataset"):
+        train(cfg, store, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [

@@ -303,7 +303,13 @@ def teacher_probs(
     weights = cfg.train.distill_weights or [1.0] * len(cfg.train.distill)
     mixed = None
     for name, w in zip(cfg.train.distill, weights, strict=True):
-        p, y, _, _ = checkpoint_probs(name, data_dir, split=cfg.data.train_split, indices=indices)
+        p, y, _, _ = checkpoint_probs(
+            name,
+            data_dir,
+            split=cfg.data.train_split,
+            indices=indices,
+            fix="train.distill needs teachers trained on the student's dataset",
+        )
         if not np.array_equal(y, labels):
             raise ConfigError(f"train.distill: teacher {name} saw other clips than the student")
         mixed = w * p if mixed is None else mixed + w * p
@@ -646,8 +652,12 @@ def checkpoint_probs(
     indices: np.ndarray | None = None,
     flip: bool | None = None,
     rotate: list[Any] | None = None,
+    fix: str = "evaluate on the dataset the model was trained for",
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any], list[str]]:
-    """Class probabilities of one checkpoint on a split (optionally a subset of its clips)."""
+    """Class probabilities of one checkpoint on a split (optionally a subset of its clips).
+
+    ``fix`` ends the error raised when the checkpoint's classes differ from the store's.
+    """
     from protoskel.data.store import open_store
 
     ck, model, cfg = load_for_eval(checkpoint)
@@ -656,7 +666,7 @@ def checkpoint_probs(
     if list(store.classes) != list(ck["classes"]):
         raise CheckpointError(
             f"{ck['path']}: trained on classes {ck['classes']} but {data_dir} has "
-            f"{store.classes}; evaluate on the dataset the model was trained for"
+            f"{store.classes}; {fix}"
         )
     if store.layout.joints != lay.joints:
         raise CheckpointError(
