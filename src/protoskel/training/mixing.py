@@ -44,13 +44,13 @@ def mix_batch(
     perm = torch.as_tensor(rng.permutation(n), dtype=torch.long)
     if mode == "blend":
         return lam * x + (1.0 - lam) * x[perm], perm, lam
-    parts = list(layout.parts.values())
-    k = round((1.0 - lam) * len(parts))
-    chosen = rng.choice(len(parts), size=k, replace=False)
-    joints = sorted({j for p in chosen for j in parts[p]})
-    if not joints:
+    num_parts = len(layout.parts)
+    chosen = rng.choice(num_parts, size=round((1.0 - lam) * num_parts), replace=False)
+    joints = np.flatnonzero(np.isin(layout.part_of_joint(), chosen))
+    if not len(joints):
         return x, perm, 1.0
     idx = torch.as_tensor(joints, dtype=torch.long)
     out = x.clone()
-    out[:, :, :, idx] = x[perm][:, :, :, idx]
+    # Gather the swapped joints first, so only they are copied for the partner clips.
+    out[:, :, :, idx] = x.index_select(3, idx)[perm]
     return out, perm, 1.0 - len(joints) / layout.num_joints
