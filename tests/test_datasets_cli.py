@@ -202,6 +202,29 @@ def test_prepare_each_fake_dataset(tmp_path: Path, monkeypatch, capsys) -> None:
     assert set(msr.manifest["action_sets"]) == {"AS1", "AS2", "AS3"}
 
 
+def test_prepare_to_layout_reorders_joints_by_name(tmp_path: Path, monkeypatch, capsys) -> None:
+    src = fake_msr(tmp_path)
+    base = ("datasets", "prepare", "msr-action3d", "--src", str(src), "--out")
+    code, _, err = run(monkeypatch, capsys, *base, str(tmp_path / "own"))
+    assert code == 0, err
+    code, _, err = run(
+        monkeypatch, capsys, *base, str(tmp_path / "kv1"), "--to-layout", "kinect-v1-20"
+    )
+    assert code == 0, err
+    assert "retargeted msr-action3d from msr-20 to kinect-v1-20" in err
+    own, kv1 = open_store(tmp_path / "own"), open_store(tmp_path / "kv1")
+    assert kv1.layout.name == "kinect-v1-20" and kv1.manifest["retargeted_from"] == "msr-20"
+    # The msr-20 -> kinect-v1-20 map is a pure reordering: each joint keeps its coordinates.
+    a, b = np.asarray(own.split("test").keypoints), np.asarray(kv1.split("test").keypoints)
+    for j, name in enumerate(kv1.layout.joints):
+        assert np.array_equal(b[..., j, :], a[..., own.layout.index(name), :]), name
+    assert kv1.split("test").ids == own.split("test").ids
+    # No map to that layout: a one-line error naming the maps there are, and no store.
+    code, _, err = run(monkeypatch, capsys, *base, str(tmp_path / "p"), "--to-layout", "penn-13")
+    assert code == 2 and "no joint map from 'msr-20' to 'penn-13'" in err
+    assert not (tmp_path / "p").exists() and no_leftovers(tmp_path)
+
+
 # ---------------------------------------------------------------- failures
 def test_bad_file_stops_with_file_and_line_and_writes_nothing(
     tmp_path: Path, monkeypatch, capsys

@@ -127,6 +127,14 @@ def datasets_prepare(
         str | None,
         typer.Option("--layout", help="generic only: layout of clips that do not name one."),
     ] = None,
+    to_layout: Annotated[
+        str | None,
+        typer.Option(
+            "--to-layout",
+            help="Re-express every clip in this layout through the joint maps (e.g. to fine-tune "
+            "a model pretrained on another dataset's joint order).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Read a dataset by its standard protocol and write a prepared store (atomically)."""
@@ -142,7 +150,15 @@ def datasets_prepare(
             log(f"reading {name}: {done}/{total} files")
 
     manifest = prepare_dataset(
-        name, src, out, skip_bad=skip_bad, force=force, layout=layout, progress=progress, log=log
+        name,
+        src,
+        out,
+        skip_bad=skip_bad,
+        force=force,
+        layout=layout,
+        to_layout=to_layout,
+        progress=progress,
+        log=log,
     )
     if as_json:
         manifest.pop("layout_def", None)

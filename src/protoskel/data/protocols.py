@@ -40,7 +40,7 @@ from protoskel.data.readers.utkinect import (
 from protoskel.data.sequence import SkeletonSequence
 from protoskel.data.synthetic import CLASSES as SYNTHETIC_CLASSES
 from protoskel.errors import DataFormatError, DatasetError
-from protoskel.layouts import Layout, get_layout
+from protoskel.layouts import Layout, get_joint_map, get_layout
 
 __all__ = [
     "DatasetSpec",
@@ -553,6 +553,7 @@ def prepare_dataset(
     skip_bad: bool = False,
     force: bool = False,
     layout: str | None = None,
+    to_layout: str | None = None,
     progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -560,26 +561,36 @@ def prepare_dataset(
 
     Returns the manifest. Without ``skip_bad`` the first bad file stops everything and nothing
     is written; with it, bad files are left out and listed in the manifest's ``skipped``.
+    ``to_layout`` re-expresses every clip in that layout through the joint maps, e.g. so that a
+    model pretrained on another dataset's joint order can be fine-tuned on this one.
     """
     from protoskel.data.store import check_output, open_store, write_store
 
     say = log or (lambda msg: print(msg, file=sys.stderr))
     spec = get_dataset(name)
     check_output(out, force)  # fail before the slow part
+    dst = get_layout(to_layout) if to_layout else None
     t0 = time.perf_counter()
     data = load_dataset(spec.name, src, LoadOptions(skip_bad, layout, progress))
     counts = ", ".join(f"{k} {len(v)}" for k, v in data.splits.items())
     say(f"read {name}: {counts}; skipped {len(data.skipped)} ({time.perf_counter() - t0:.1f} s)")
+    splits, extra, lay = data.splits, data.extra, data.layout
+    if dst is not None and get_layout(lay).name != dst.name:
+        get_joint_map(lay, dst)  # no map: fail with its message before converting anything
+        splits = {k: [s.to_layout(dst) for s in v] for k, v in splits.items()}
+        extra = {**(extra or {}), "retargeted_from": get_layout(lay).name}
+        lay = dst.name
+        say(f"retargeted {name} from {extra['retargeted_from']} to {lay}")
     write_store(
         out,
-        data.splits,
+        splits,
         dataset=spec.name,
         protocol=data.protocol,
-        layout=data.layout,
+        layout=lay,
         classes=data.classes,
         skipped=data.skipped,
         source=str(Path(src).expanduser().resolve()),
-        extra=data.extra,
+        extra=extra,
         force=force,
     )
     say(f"wrote {out} ({time.perf_counter() - t0:.1f} s)")
