@@ -434,6 +434,50 @@ def test_warm_start_copies_the_backbone_into_a_prototype_model(store: Path, tmp_
         train(other, store, tmp_path / "bad", progress=False)
 
 
+def test_warm_start_from_another_dataset_fine_tunes_with_a_new_head(
+    store: Path, tmp_path: Path
+) -> None:
+    from protoskel.data.store import write_store
+
+    src_run = tmp_path / "src"
+    train(load_config(_recipe(tmp_path), ["train.epochs=1"]), store, src_run, progress=False)
+    src = _weights(src_run / "last.pt")
+    # Another dataset: two classes, so the 3-class head cannot be reused.
+    two = [c for c in tiny_clips(24, 5) if c.label < 2]
+    other = write_store(
+        tmp_path / "two",
+        {"train": two, "val": two[:6]},
+        dataset="two",
+        protocol="test",
+        layout="kinect-v1-20",
+        classes=["still", "raise_left"],
+    )
+    cfg = load_config(
+        _recipe(tmp_path),
+        ["train.epochs=1", "train.lr=1e-12", f"train.init={src_run}/last.pt"],
+    )
+    train(cfg, other, tmp_path / "ft", progress=False, max_epochs=1)
+    ck = load_checkpoint(tmp_path / "ft" / "last.pt")
+    got = ck["model"]
+    assert ck["meta"]["init"]["new_head"] == "3 -> 2 classes"
+    assert got["head.fc.weight"].shape[0] == 2
+    backbone = [k for k in src if k.startswith("backbone.") and k.endswith("weight")]
+    assert backbone and all(torch.allclose(got[k], src[k], atol=1e-6) for k in backbone)
+    # Same joints in another order: refused, naming the layouts and how to convert.
+    msr = write_store(
+        tmp_path / "msr",
+        {"train": [c.to_layout("msr-20") for c in two], "val": [two[0].to_layout("msr-20")]},
+        dataset="two",
+        protocol="test",
+        layout="msr-20",
+        classes=["still", "raise_left"],
+    )
+    with pytest.raises(CheckpointError, match="--to-layout kinect-v1-20") as err:
+        train(cfg, msr, tmp_path / "bad", progress=False)
+    assert "'kinect-v1-20'" in str(err.value) and "'msr-20'" in str(err.value)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_checkpoint_rebuilds_from_its_recorded_architecture(store: Path, tmp_path: Path) -> None:
     from protoskel.training.checkpoint import build_from_checkpoint
 

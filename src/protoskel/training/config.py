@@ -73,7 +73,8 @@ class TrainConfig:
     eval_every: int = 1
     threads: int = 0  # 0: leave torch's default
     # Warm start: a checkpoint (path or shipped name) whose parameters of matching name and
-    # shape (e.g. the backbone of a linear-head run) initialise this model.
+    # shape (e.g. the backbone of a linear-head run) initialise this model. It must share the
+    # data's layout; trained on other classes (another dataset), its head is left out.
     init: str = ""
     # Exponential moving average of the weights (0 = off, e.g. 0.998): evaluated and saved in
     # place of the raw weights, which smooths out the last epochs' epoch-to-epoch swings.

@@ -7,6 +7,7 @@ import copy
 import csv
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -399,15 +400,34 @@ def _push(
     return {"pushed_prototypes": len(res["provenance"])}
 
 
-def warm_start(model: nn.Module, checkpoint: str | Path) -> dict[str, Any]:
+def warm_start(
+    model: nn.Module,
+    checkpoint: str | Path,
+    layout: Layout | None = None,
+    classes: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Copy the parameters and buffers of ``checkpoint`` whose name and shape match into ``model``.
 
     Returns the source and the counts of copied and freshly initialised entries. Raises when a
     shared name has another shape or when less than half of the source matches: that is a
-    different architecture, and copying a few stray tensors would pass silently.
+    different architecture, and copying a few stray tensors would pass silently. With
+    ``layout``, the checkpoint must have been trained on the same joint order (per-joint weights
+    would otherwise land on other joints). With ``classes`` other than the checkpoint's (another
+    dataset), the head is left freshly initialised: fine-tuning a pretrained backbone.
     """
     ck = load_checkpoint(checkpoint)
+    src_lay = checkpoint_layout(ck)
+    if layout is not None and tuple(src_lay.joints) != tuple(layout.joints):
+        src_layout = src_lay.name
+        raise CheckpointError(
+            f"{ck['path']}: train.init was trained on layout {src_layout!r}, but this data is in "
+            f"{layout.name!r}, and per-joint weights would land on other joints; prepare the data "
+            f"in its layout with `protoskel datasets prepare ... --to-layout {src_layout}`"
+        )
     src = ck["model"]
+    new_head = classes is not None and list(ck["classes"]) != list(classes)
+    if new_head:
+        src = {k: v for k, v in src.items() if not k.startswith("head.")}
     own = model.state_dict()
     clash = [k for k, v in src.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
     take = {k: v for k, v in src.items() if k in own and k not in clash}
@@ -422,7 +442,10 @@ def warm_start(model: nn.Module, checkpoint: str | Path) -> dict[str, Any]:
             "of the same backbone and width"
         )
     model.load_state_dict(take, strict=False)
-    return {"checkpoint": str(ck["path"]), "copied": len(take), "fresh": len(own) - len(take)}
+    info = {"checkpoint": str(ck["path"]), "copied": len(take), "fresh": len(own) - len(take)}
+    if new_head:
+        info["new_head"] = f"{len(ck['classes'])} -> {len(classes)} classes"
+    return info
 
 
 def train(
@@ -462,12 +485,16 @@ def train(
         table = teacher_probs(cfg, data_dir, keep, train_split.labels)
         soft = soften(table, cfg.train.distill_temperature)
     alpha, temp = cfg.train.distill_alpha, cfg.train.distill_temperature
-    if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-
     torch.manual_seed(cfg.train.seed)
     model = build_model_from_config(cfg, layout, len(classes), in_channels)
-    init_info = warm_start(model, cfg.train.init) if cfg.train.init and not resume else None
+    # Before the run folder exists, so an initial checkpoint that does not fit leaves nothing.
+    init_info = (
+        warm_start(model, cfg.train.init, layout, classes)
+        if cfg.train.init and not resume
+        else None
+    )
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     if dist.enabled:
         model = convert_sync_batchnorm(model)
     optimizer = _make_optimizer(model, cfg)
