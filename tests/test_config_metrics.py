@@ -31,6 +31,12 @@ def test_defaults_and_overrides(tmp_path) -> None:
         ("train:\n  lrr: 0.1\n", "train.lrr: unknown key"),
         ("train:\n  epochs: many\n", "train.epochs: expected an integer"),
         ("data:\n  stream: skeleton\n", "data.stream: must be one of"),
+        ("data:\n  stream: joint+joint\n", "each once"),
+        ("data:\n  stream: joint+skeleton\n", "data.stream: must be one of"),
+        (
+            "model:\n  invariance: frame_averaging\ndata:\n  stream: joint+bone\n",
+            "does not support stacked streams",
+        ),
         ("train:\n  optimizer: rmsprop\n", "train.optimizer"),
         ("model: 3\n", "model: expected a mapping"),
         ("train: [1, 2\n", "line"),

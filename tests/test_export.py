@@ -36,7 +36,10 @@ VARIANTS = {
     "fa": {"invariance": "frame_averaging"},
     "fa_canonical": {"invariance": "frame_averaging", "invariance_mode": "canonical"},
     "prototype": {"head": "prototype", "head_kwargs": {"window": 2, "proto_dim": 8}},
+    "stacked": {},
 }
+#: Data settings of a variant beside its model settings: two streams stacked on channels.
+DATA_VARIANTS = {"stacked": {"stream": "joint+bone"}}
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +51,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for name, model in VARIANTS.items():
         cfg = copy.deepcopy(TINY)
         cfg["model"].update(model)
+        cfg["data"].update(DATA_VARIANTS.get(name, {}))
         train(config_from_dict(cfg), store, root / name, progress=False)
         out[name] = root / name / "last.pt"
     return out
@@ -102,7 +106,7 @@ def _torch_logits(pred: Predictor, x: torch.Tensor) -> np.ndarray:
         return pred.model(x).numpy()
 
 
-@pytest.mark.parametrize("variant", ["linear", "fa", "fa_canonical"])
+@pytest.mark.parametrize("variant", ["linear", "fa", "fa_canonical", "stacked"])
 def test_onnx_matches_pytorch_on_synthetic_clips(
     runs: dict[str, Path], exported: _Exports, variant: str
 ) -> None:
@@ -119,6 +123,17 @@ def test_onnx_matches_pytorch_on_synthetic_clips(
     assert np.abs(_onnx_logits(out, one) - _torch_logits(pred, one)).max() < 1e-4
     two = torch.cat([x[:3], torch.zeros_like(x[:3])], dim=4)
     assert np.abs(_onnx_logits(out, two) - _torch_logits(pred, two)).max() < 1e-4
+
+
+def test_stacked_streams_predict_over_a_sliding_window(runs: dict[str, Path]) -> None:
+    from protoskel.inference import Frame
+
+    pred = Predictor.from_checkpoint(runs["stacked"])
+    assert pred.prepare(open_store(runs["store"]).split("val").get(0)).shape[1] == 6
+    seq = open_store(runs["store"]).split("val").get(0)
+    frames = [Frame(i, seq.keypoints[:, i], seq.layout, arrived=0.0) for i in range(seq.num_frames)]
+    (row,) = pred.predict_windows(frames, window=seq.num_frames)
+    assert row["prob"] == pytest.approx(pred.predict(seq, 1)["predictions"][0]["prob"])
 
 
 @pytest.mark.realdata
@@ -140,7 +155,7 @@ def test_onnx_and_torchscript_match_pytorch_on_real_nwucla_clips(
         assert np.abs(ts - ref).max() < 1e-4, variant
 
 
-@pytest.mark.parametrize("variant", ["linear", "fa"])
+@pytest.mark.parametrize("variant", ["linear", "fa", "stacked"])
 def test_torchscript_matches_pytorch(
     runs: dict[str, Path], exported: _Exports, variant: str
 ) -> None:

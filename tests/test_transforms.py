@@ -20,6 +20,7 @@ from protoskel.data.transforms import (
     normalize,
     normalize_scale,
     random_rotation,
+    stream_channels,
     train_positions,
 )
 from protoskel.errors import ConfigError
@@ -313,6 +314,21 @@ def test_streams_match_naive_loops(stream: str) -> None:
     x[1, :, 2, :, 1] = 0  # person 1 missing in frame 2
     got = make_stream(x, stream, K3).numpy()
     np.testing.assert_allclose(got, _naive(x.numpy(), stream, K3.parents), atol=1e-6)
+
+
+def test_stacked_streams_are_their_parts_on_the_channel_axis() -> None:
+    x = _clips(2, 3, 6, 20, 2)
+    x[1, :, 2, :, 1] = 0
+    got = make_stream(x, "joint+bone+bone_motion", K3)
+    assert got.shape == (2, 9, 6, 20, 2)
+    for i, s in enumerate(("joint", "bone", "bone_motion")):
+        np.testing.assert_allclose(
+            got[:, 3 * i : 3 * i + 3].numpy(), _naive(x.numpy(), s, K3.parents), atol=1e-6
+        )
+    assert stream_channels("joint+bone", 2) == 4 and stream_channels("bone", 3) == 3
+    for bad, needle in [("joint+velocity", "'velocity'"), ("bone+bone", "repeats")]:
+        with pytest.raises(ConfigError, match=needle):
+            make_stream(x, bad, K3)
 
 
 def test_root_bone_zero_and_motion_zero_on_padded_tail() -> None:

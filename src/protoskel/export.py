@@ -46,7 +46,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from protoskel.data.transforms import box_normalize
+from protoskel.data.transforms import box_normalize, stream_channels
 from protoskel.errors import CheckpointError, ConfigError
 from protoskel.models.invariance import (
     _FLAT_TOL,
@@ -430,7 +430,7 @@ def example_input(ck: dict[str, Any], batch: int = 2, persons: int = 1, seed: in
     from protoskel.training.checkpoint import checkpoint_layout
 
     g = torch.Generator().manual_seed(seed)
-    c = int(ck["in_channels"])
+    c = stream_channels(ck["config"]["data"]["stream"], int(ck["in_channels"]))
     t = int(ck["config"]["data"]["num_frames"])
     v = checkpoint_layout(ck).num_joints
     return torch.randn(batch, c, t, v, persons, generator=g)
@@ -532,7 +532,7 @@ def export_checkpoint(
         raise CheckpointError(
             f"{ck['path']}: export to {fmt} failed ({type(e).__name__}: {str(e)[:300]})"
         ) from None
-    shape = ["N", in_channels, int(x.shape[2]), int(x.shape[3]), persons or "M"]
+    shape = ["N", int(x.shape[1]), int(x.shape[2]), int(x.shape[3]), persons or "M"]
     return {
         "out": str(path),
         "format": fmt,

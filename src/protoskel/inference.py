@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from protoskel.data.readers import SUPPORTED_FORMATS, read_clip
 from protoskel.data.sequence import SkeletonSequence
+from protoskel.data.transforms import stream_channels
 from protoskel.errors import CheckpointError, ConfigError, DataFormatError, LayoutError
 from protoskel.layouts import Layout
 
@@ -313,7 +314,8 @@ class Predictor:
         """Run the model once on an empty clip so the first window's latency is not a cold start."""
         m = self.num_persons or 1
         v = self.layout.num_joints
-        self.model(torch.zeros(1, self.in_channels, self.num_frames, v, m))
+        c = stream_channels(self.stream, self.in_channels)
+        self.model(torch.zeros(1, c, self.num_frames, v, m))
 
     def _window(self, frames: list[Frame], number: int, top_k: int) -> dict[str, Any]:
         last = frames[-1]

@@ -17,7 +17,6 @@ from torch import Tensor
 
 from protoskel.data.transforms import (
     DEFAULT_NORMALIZE,
-    STREAMS,
     AugmentConfig,
     augment,
     box_normalize,
@@ -27,6 +26,7 @@ from protoskel.data.transforms import (
     normalize,
     rotation_angles,
     rotation_matrices,
+    stream_parts,
     train_positions,
 )
 from protoskel.errors import ConfigError, DatasetError
@@ -106,8 +106,7 @@ class ClipLoader:
             )
         if world_size < 1 or not 0 <= rank < world_size:
             raise ConfigError(f"need 0 <= rank < world_size, got rank={rank}, world={world_size}")
-        if stream not in STREAMS:
-            raise ConfigError(f"unknown stream {stream!r}; streams: {', '.join(STREAMS)}")
+        stream_parts(stream)  # raises on an unknown stream
         norm = dict(DEFAULT_NORMALIZE)
         if normalize is not None:
             unknown = set(normalize) - set(norm)

@@ -44,11 +44,31 @@ __all__ = [
     "random_rotation",
     "rotation_angles",
     "rotation_matrices",
+    "stream_channels",
+    "stream_parts",
     "train_positions",
     "view_rotation",
 ]
 
 STREAMS = ("joint", "bone", "joint_motion", "bone_motion", "bone2", "bone2_motion")
+
+
+def stream_parts(stream: str) -> tuple[str, ...]:
+    """The streams of a name: ``"bone"`` -> one, ``"joint+bone"`` -> two stacked on channels."""
+    parts = tuple(stream.split("+"))
+    bad = [p for p in parts if p not in STREAMS]
+    if bad or len(set(parts)) != len(parts):
+        why = f"unknown stream {bad[0]!r}" if bad else f"a stream repeats in {stream!r}"
+        raise ConfigError(
+            f"{why}; streams: {', '.join(STREAMS)}, or several joined by '+' (e.g. joint+bone)"
+        )
+    return parts
+
+
+def stream_channels(stream: str, coords: int) -> int:
+    """Channels a model sees for ``stream`` on clips of ``coords`` coordinates."""
+    return coords * len(stream_parts(stream))
+
 
 #: The field's NW-UCLA recipe (CTR-GCN): random crop of 50-100% of the clip resized to the
 #: target length, random rotation of up to 0.3 rad about each axis, mild random scaling.
@@ -624,14 +644,15 @@ def _motion(x: Tensor, mask: Tensor) -> Tensor:
 def make_stream(x: Tensor, stream: str, layout: Layout, mask: Tensor | None = None) -> Tensor:
     """Derive an input stream from joints ``(N, C, T, V, M)``: joint, bone, bone2 or their motion.
 
+    Several streams joined by ``+`` (e.g. ``"joint+bone"``) are stacked on the channel axis.
+
     ``bone`` is ``x[v] - x[parent(v)]`` (root 0); ``bone2`` is ``x[v] - x[grandparent(v)]``
     (InfoGCN's 2-hop relative positions; a root's child gets its bone), a coarser view of the
     body's shape for ensembles; ``*_motion`` is ``x[t+1] - x[t]`` where both
     frames are valid for that person, else 0 (the last frame is 0). ``mask`` (N, T, M) defaults
     to the non-zero slots of ``x``.
     """
-    if stream not in STREAMS:
-        raise ConfigError(f"unknown stream {stream!r}; streams: {', '.join(STREAMS)}")
+    parts = stream_parts(stream)
     if x.shape[3] != layout.num_joints:
         raise ConfigError(
             f"stream {stream!r}: tensor has {x.shape[3]} joints but layout {layout.name!r} "
@@ -640,6 +661,10 @@ def make_stream(x: Tensor, stream: str, layout: Layout, mask: Tensor | None = No
     if stream == "joint":
         return x
     mask = frame_mask(x) if mask is None else mask
+    if len(parts) > 1:
+        # Early fusion (EfficientGCN's multiple input branches, here simply stacked): one model
+        # sees several streams at once.
+        return torch.cat([make_stream(x, p, layout, mask) for p in parts], dim=1)
     if stream == "joint_motion":
         return _motion(x, mask)
     base, motion = stream.removesuffix("_motion"), stream.endswith("_motion")

@@ -129,7 +129,12 @@ class Config:
         from protoskel.training.mixing import MIX_MODES
 
         checks = [
-            (self.data.stream in STREAMS, "data.stream", f"must be one of {', '.join(STREAMS)}"),
+            (
+                _stream_ok(self.data.stream),
+                "data.stream",
+                f"must be one of {', '.join(STREAMS)}, or several of them joined by '+' "
+                "(e.g. joint+bone), each once",
+            ),
             (self.data.num_frames >= 4, "data.num_frames", "must be >= 4"),
             (self.data.test_clips >= 1, "data.test_clips", "must be >= 1"),
             (0.0 <= self.data.holdout_fraction < 1.0, "data.holdout_fraction", "must be in [0, 1)"),
@@ -190,6 +195,12 @@ class Config:
                 "must be null or frame_averaging",
             ),
             (
+                not (self.model.invariance and "+" in self.data.stream),
+                "model.invariance",
+                "frame averaging rotates one stream of coordinates; it does not support "
+                f"stacked streams ({self.data.stream}): train one stream per model",
+            ),
+            (
                 self.model.invariance_mode in ("average", "canonical"),
                 "model.invariance_mode",
                 "must be average or canonical",
@@ -203,6 +214,16 @@ class Config:
 
             rotation_angles(self.data.test_rotate, "data.test_rotate")
         return self
+
+
+def _stream_ok(stream: str) -> bool:
+    from protoskel.data.transforms import stream_parts
+
+    try:
+        stream_parts(stream)
+    except ConfigError:
+        return False
+    return True
 
 
 def _check_type(value: Any, tp: Any, key: str) -> Any:

@@ -47,7 +47,11 @@ __all__ = [
 def build_model_from_config(
     cfg: Config | dict[str, Any], layout: Layout, num_classes: int, in_channels: int
 ) -> nn.Module:
-    """Build the network a recipe describes (backbone + head, optionally frame-averaged)."""
+    """Build the network a recipe describes (backbone + head, optionally frame-averaged).
+
+    ``in_channels`` is the coordinates per joint; stacked streams multiply what the model sees.
+    """
+    from protoskel.data.transforms import stream_channels
     from protoskel.models import build_model
 
     c = cfg if isinstance(cfg, Config) else config_from_dict(cfg)
@@ -55,7 +59,7 @@ def build_model_from_config(
         c.model.backbone,
         layout=layout,
         num_classes=num_classes,
-        in_channels=in_channels,
+        in_channels=stream_channels(c.data.stream, in_channels),
         head=c.model.head,
         head_dropout=c.model.dropout,
         **{f"head_{k}": v for k, v in c.model.head_kwargs.items()},
