@@ -139,3 +139,24 @@ def test_rotated_eval_follows_the_recipe_flip_unless_told(
     assert rows[False]["flip"] is True and rows[True]["flip"] is False
     assert rows[False]["original"] == evaluate(run, store, flip=True)["top1"]
     assert rows[True]["original"] == evaluate(run, store, flip=False)["top1"]
+
+
+def test_clip_stats_travel_and_extent_in_body_lengths() -> None:
+    from protoskel.layouts import get_layout
+
+    stats = _load("clip_stats").clip_stats
+    lay = get_layout("kinect-v1-20")
+    rng = np.random.default_rng(0)
+    body = rng.normal(size=(20, 3)).astype(np.float32)
+    up = lay.up[1] - lay.up[0]
+    unit = np.linalg.norm(np.einsum("v,vc->c", up, body))
+    # Clip 0 stands still for 3 frames; clip 1 walks 2 units along x over 5 frames.
+    walk = body[None] + np.array([[t * 0.5, 0.0, 0.0] for t in range(5)])[:, None, :]
+    frames = np.concatenate([np.repeat(body[None], 3, axis=0), walk])[:, None]
+    got = stats(frames, np.array([0, 3]), np.array([3, 5]), lay)
+    assert got["frames"].tolist() == [3, 5]
+    np.testing.assert_allclose(got["travel"], [0.0, 2.0 / unit], rtol=1e-5)
+    still = (body.max(0) - body.min(0)) / unit
+    np.testing.assert_allclose(got["extent"][0], still, rtol=1e-5)
+    walked = still + np.array([2.0 / unit, 0.0, 0.0])
+    np.testing.assert_allclose(got["extent"][1], walked, rtol=1e-5)
