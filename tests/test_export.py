@@ -117,6 +117,8 @@ def test_onnx_matches_pytorch_on_synthetic_clips(
     assert x.shape[0] == 12
     ref, got = _torch_logits(pred, x), _onnx_logits(out, x)
     assert got.shape == ref.shape == (12, 6)
+    assert read_export_metadata(out)["input_channels"] == str(x.shape[1])
+    assert exported.info(variant)["input_shape"][1] == x.shape[1]
     assert np.abs(got - ref).max() < 1e-4
     # Dynamic batch axis: a single clip and two persons (zero-padded) work too.
     one = x[:1]

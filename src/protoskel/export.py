@@ -357,6 +357,8 @@ def export_metadata(ck: dict[str, Any]) -> dict[str, str]:
         "stream": cfg.data.stream,
         "num_frames": str(cfg.data.num_frames),
         "in_channels": str(int(ck["in_channels"])),
+        # C of the input: the coordinates times the streams stacked (e.g. 6 for joint+bone).
+        "input_channels": str(stream_channels(cfg.data.stream, int(ck["in_channels"]))),
         "input": f"{INPUT_NAME}: float32 (N, C, T, V, M) prepared clip (N, M dynamic)",
         "output": f"{OUTPUT_NAME}: float32 (N, K) class logits (softmax for probabilities)",
         # What the caller applies before the graph (box moves inside with frame averaging).
