@@ -575,12 +575,13 @@ def prepare_dataset(
     counts = ", ".join(f"{k} {len(v)}" for k, v in data.splits.items())
     say(f"read {name}: {counts}; skipped {len(data.skipped)} ({time.perf_counter() - t0:.1f} s)")
     splits, extra, lay = data.splits, data.extra, data.layout
-    if dst is not None and get_layout(lay).name != dst.name:
+    src_name = get_layout(lay).name
+    if dst is not None and src_name != dst.name:
         get_joint_map(lay, dst)  # no map: fail with its message before converting anything
         splits = {k: [s.to_layout(dst) for s in v] for k, v in splits.items()}
-        extra = {**(extra or {}), "retargeted_from": get_layout(lay).name}
+        extra = {**extra, "retargeted_from": src_name}
         lay = dst.name
-        say(f"retargeted {name} from {extra['retargeted_from']} to {lay}")
+        say(f"retargeted {name} from {src_name} to {lay}")
     write_store(
         out,
         splits,

@@ -422,11 +422,10 @@ def warm_start(
     ck = load_checkpoint(checkpoint)
     src_lay = checkpoint_layout(ck)
     if layout is not None and tuple(src_lay.joints) != tuple(layout.joints):
-        src_layout = src_lay.name
         raise CheckpointError(
-            f"{ck['path']}: train.init was trained on layout {src_layout!r}, but this data is in "
+            f"{ck['path']}: train.init was trained on layout {src_lay.name!r}, but this data is in "
             f"{layout.name!r}, and per-joint weights would land on other joints; prepare the data "
-            f"in its layout with `protoskel datasets prepare ... --to-layout {src_layout}`"
+            f"in its layout with `protoskel datasets prepare ... --to-layout {src_lay.name}`"
         )
     src = ck["model"]
     new_head = classes is not None and list(ck["classes"]) != list(classes)
