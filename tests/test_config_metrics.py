@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,40 @@ def test_lr_schedule_warmup_then_cosine() -> None:
     assert lrs[10] == pytest.approx(1.0)
     assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
     assert lrs[-1] < 0.01
+
+
+def test_lr_schedule_step_decays_at_the_milestones() -> None:
+    cfg = load_config(
+        None,
+        [
+            *["train.epochs=10", "train.warmup_epochs=2", "train.lr=1.0"],
+            *["train.schedule=step", "train.milestones=[5, 8]", "train.lr_decay=0.5"],
+        ],
+    )
+    steps = 4
+    by_epoch = [lr_at(e * steps, steps, cfg) for e in range(10)]
+    assert by_epoch[0] == pytest.approx(0.125)  # warm-up: first of 8 steps
+    assert by_epoch[2:5] == pytest.approx([1.0, 1.0, 1.0])
+    assert by_epoch[5:8] == pytest.approx([0.5, 0.5, 0.5])
+    assert by_epoch[8:] == pytest.approx([0.25, 0.25])
+    # The decay happens at the first step of the milestone epoch, not before.
+    assert lr_at(5 * steps - 1, steps, cfg) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["train.schedule=step"], "train.milestones: schedule step needs"),
+        (["train.schedule=step", "train.milestones=[30]"], "between 1 and 29"),
+        (["train.schedule=step", "train.milestones=[20, 10]"], "must be increasing"),
+        (["train.milestones=[x]"], "train.milestones[0]: expected an integer"),
+        (["train.lr_decay=0"], "train.lr_decay: must be in (0, 1]"),
+        (["train.schedule=linear"], "must be cosine, constant or step"),
+    ],
+)
+def test_step_schedule_is_validated(overrides: list[str], needle: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        load_config(None, ["train.epochs=30", *overrides])
 
 
 def test_holdout_is_seeded_and_disjoint() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -68,6 +69,10 @@ class TrainConfig:
     warmup_epochs: int = 5
     schedule: str = "cosine"
     min_lr: float = 0.0
+    # schedule "step": the learning rate is multiplied by lr_decay at each of these epochs
+    # (CTR-GCN's recipes: x0.1 at epoch 50 of 65 on NW-UCLA).
+    milestones: list[int] = field(default_factory=list)
+    lr_decay: float = 0.1
     label_smoothing: float = 0.1
     seed: int = 1
     eval_every: int = 1
@@ -144,7 +149,23 @@ class Config:
             (self.train.lr > 0, "train.lr", "must be > 0"),
             (self.train.weight_decay >= 0, "train.weight_decay", "must be >= 0"),
             (self.train.warmup_epochs >= 0, "train.warmup_epochs", "must be >= 0"),
-            (self.train.schedule in ("cosine", "constant"), "train.schedule", "cosine|constant"),
+            (
+                self.train.schedule in ("cosine", "constant", "step"),
+                "train.schedule",
+                "must be cosine, constant or step",
+            ),
+            (
+                self.train.schedule != "step" or bool(self.train.milestones),
+                "train.milestones",
+                "schedule step needs the epochs to decay at, e.g. train.milestones=[50]",
+            ),
+            (
+                all(0 < m < self.train.epochs for m in self.train.milestones)
+                and all(a < b for a, b in itertools.pairwise(self.train.milestones)),
+                "train.milestones",
+                f"must be increasing epochs between 1 and {self.train.epochs - 1}",
+            ),
+            (0 < self.train.lr_decay <= 1, "train.lr_decay", "must be in (0, 1]"),
             (0 <= self.train.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)"),
             (self.train.eval_every >= 1, "train.eval_every", "must be >= 1"),
             (self.train.threads >= 0, "train.threads", "must be >= 0"),

@@ -205,7 +205,7 @@ def holdout_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.
 
 
 def lr_at(step: int, steps_per_epoch: int, cfg: Config) -> float:
-    """Learning rate at a global step: linear warm-up, then cosine (or constant)."""
+    """Learning rate at a global step: linear warm-up, then cosine, constant or step decay."""
     t = cfg.train
     warm = t.warmup_epochs * steps_per_epoch
     total = t.epochs * steps_per_epoch
@@ -213,6 +213,9 @@ def lr_at(step: int, steps_per_epoch: int, cfg: Config) -> float:
         return t.lr * (step + 1) / warm
     if t.schedule == "constant":
         return t.lr
+    if t.schedule == "step":
+        passed = sum(step >= m * steps_per_epoch for m in t.milestones)
+        return t.lr * t.lr_decay**passed
     progress = (step - warm) / max(1, total - warm)
     return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1 + math.cos(math.pi * progress))
 
