@@ -20,6 +20,7 @@ from protoskel.data.transforms import (
     normalize,
     normalize_scale,
     random_rotation,
+    scale_travel,
     stream_channels,
     train_positions,
 )
@@ -270,11 +271,50 @@ def test_flip_swaps_sides_and_negates_x() -> None:
     assert torch.allclose(z, x)
 
 
+def test_travel_scales_the_path_and_keeps_the_posture() -> None:
+    x = _clips(2, 3, 6, 20, 2)
+    x[0, :, 4:] = 0  # clip 0 has 4 frames, then padding
+    x[1, :, :, :, 0] = 0  # clip 1's person 0 is absent: person 1 is the reference
+    x[1, :, 0] = 0  # ... and from frame 1 on only
+    walk = (
+        torch.linspace(0, 5, 6)[None, None, :, None, None]
+        * torch.tensor([1.0, 0, 2])[None, :, None, None, None]
+    )
+    x = (x + walk) * frame_mask(x)[:, None, :, None, :].to(x.dtype)
+    mask = frame_mask(x)
+    ref = ((0, 0), (1, 1))  # reference person and its first valid frame, per clip
+
+    def path(y: torch.Tensor) -> torch.Tensor:
+        c = _combo(y, K3.center)  # (N, C, T, M)
+        return torch.stack([c[i, :, :, r] - c[i, :, f : f + 1, r] for i, (r, f) in enumerate(ref)])
+
+    half = scale_travel(x, K3, torch.tensor([0.5, 0.0]))
+    assert torch.allclose(path(half)[0, :, :4], 0.5 * path(x)[0, :, :4], atol=1e-5)
+    assert torch.allclose(path(half)[1, :, 1:], torch.zeros(3, 5), atol=1e-5)  # on the spot
+    shift = half - x
+    # the posture around the path is kept: every joint and person moves by the same amount
+    assert torch.allclose(shift, shift[:, :, :, :1] * mask[:, None, :, None, :], atol=1e-5)
+    assert (half[0, :, 4:] == 0).all() and (half[1, :, :, :, 0] == 0).all()
+    assert (half[1, :, 0] == 0).all()
+    assert torch.allclose(half[0, :, 0], x[0, :, 0]) and torch.allclose(half[1, :, 1], x[1, :, 1])
+    assert torch.allclose(scale_travel(x, K3, torch.ones(2)), x)
+    got, _ = augment(x, K3, {"travel": [0.5, 0.5]}, _g(0))
+    assert torch.allclose(got, scale_travel(x, K3, torch.full((2,), 0.5)))
+    # off by default: a config without it draws the same random numbers as before
+    a, _ = augment(x, K3, {"rotate": 0.5}, _g(3))
+    b, _ = augment(x, K3, {"rotate": 0.5, "travel": {"p": 0.0, "range": [0.1, 0.2]}}, _g(3))
+    assert torch.equal(a, b)
+
+
 def test_augment_config_parsing() -> None:
     cfg = AugmentConfig.from_dict(DEFAULT_AUGMENT)
     assert cfg.crop == (0.5, 1.0) and cfg.rotate_angle == (0.3, 0.3, 0.3) and cfg.rotate_p == 1.0
     assert AugmentConfig.from_dict({"scale": 0.1}).scale_range == (0.9, 1.1)
-    for bad in ({"rotat": 0.1}, {"crop": [0.0, 1.0]}, {"flip": 2}, {"jitter": {"sd": 1}}):
+    travel = AugmentConfig.from_dict({"travel": [0.25, 1]})
+    assert (travel.travel_p, travel.travel_range) == (1.0, (0.25, 1.0))
+    bads = ({"rotat": 0.1}, {"crop": [0.0, 1.0]}, {"flip": 2}, {"jitter": {"sd": 1}})
+    bads += ({"travel": [1.0, 0.5]}, {"travel": [-0.1, 1]}, {"travel": 0.5}, {"travel": ["a", 1]})
+    for bad in bads:
         with pytest.raises(ConfigError):
             AugmentConfig.from_dict(bad)
 
