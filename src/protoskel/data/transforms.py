@@ -530,7 +530,8 @@ def scale_travel(x: Tensor, layout: Layout, factor: Tensor, mask: Tensor | None 
     The path is the reference person's centre joint minus its first valid frame; every person of
     the clip moves with it, so persons keep their placement relative to each other. A factor of
     0 leaves the body walking on the spot, 1 leaves the clip unchanged. Why: on NW-UCLA the
-    test view shows carrying with about a third of the walk the training views show.
+    test view shows carrying with about a third of the walk the training views show (training
+    with shorter walks did not fix that confusion, BENCHMARKS.md session 11).
     """
     mask = frame_mask(x) if mask is None else mask
     n = torch.arange(x.shape[0], device=x.device)
