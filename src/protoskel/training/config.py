@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -99,6 +100,12 @@ class TrainConfig:
     mixup: float = 0.0
     mixup_mode: str = "blend"
     mixup_prob: float = 1.0
+    # Cross-view consistency (protoskel.training.views): each step also forwards every clip's
+    # partner from another camera of the same performance (ids equal once view_pattern, a
+    # regular expression, is removed, e.g. '_v\d+' for NW-UCLA) and adds view_weight x the
+    # symmetric KL divergence between the two predictions; 0 turns it off.
+    view_weight: float = 0.0
+    view_pattern: str = ""
     # Prototype heads only: last-layer fine-tuning after projecting prototypes (ProtoPNet).
     push_epochs: int = 20
     push_lr: float = 1e-3
@@ -207,6 +214,26 @@ class Config:
                 "is not supported with the prototype head (its cluster and separation losses "
                 "need one label per clip); set train.mixup=0",
             ),
+            (self.train.view_weight >= 0, "train.view_weight", "must be >= 0 (0 turns it off)"),
+            (
+                _regex_ok(self.train.view_pattern),
+                "train.view_pattern",
+                f"is not a regular expression: {self.train.view_pattern!r}",
+            ),
+            (
+                not (self.train.view_weight > 0 and not self.train.view_pattern),
+                "train.view_pattern",
+                "is needed with train.view_weight: a regular expression matching the camera part "
+                "of the clip ids, e.g. '_v\\d+' for NW-UCLA",
+            ),
+            (
+                not (
+                    self.train.view_weight > 0
+                    and (self.train.mixup > 0 or self.model.head == "prototype")
+                ),
+                "train.view_weight",
+                "is not supported with train.mixup or the prototype head; turn one of them off",
+            ),
             (self.train.push_epochs >= 0, "train.push_epochs", "must be >= 0"),
             (self.train.push_lr > 0, "train.push_lr", "must be > 0"),
             (0 <= self.model.dropout < 1, "model.dropout", "must be in [0, 1)"),
@@ -235,6 +262,14 @@ class Config:
 
             rotation_angles(self.data.test_rotate, "data.test_rotate")
         return self
+
+
+def _regex_ok(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
 
 
 def _stream_ok(stream: str) -> bool:

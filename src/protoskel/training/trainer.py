@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from protoskel.data.loader import seeded_generator
 from protoskel.errors import CheckpointError, ConfigError
 from protoskel.layouts import Layout
 from protoskel.progress import progress_bar
@@ -34,6 +35,11 @@ from protoskel.training.distributed import (
 )
 from protoskel.training.metrics import classification_metrics, save_confusion_png
 from protoskel.training.mixing import mix_batch, mix_rng
+from protoskel.training.views import pick_partners, symmetric_kl, view_partners
+
+# Stream tag of the cross-view partner draws, apart from the loader's order (0) and batch (1)
+# streams, so enabling it leaves the rest of a run's random draws as they were.
+_VIEWS = 2
 
 __all__ = [
     "build_model_from_config",
@@ -491,6 +497,10 @@ def train(
         table = teacher_probs(cfg, data_dir, keep, train_split.labels)
         soft = soften(table, cfg.train.distill_temperature)
     alpha, temp = cfg.train.distill_alpha, cfg.train.distill_temperature
+    partners = None
+    if cfg.train.view_weight > 0:
+        # Before the run folder exists, so a pattern that pairs other classes leaves nothing.
+        partners = view_partners(train_split.ids, train_split.labels, cfg.train.view_pattern)
     torch.manual_seed(cfg.train.seed)
     model = build_model_from_config(cfg, layout, len(classes), in_channels)
     # Before the run folder exists, so an initial checkpoint that does not fit leaves nothing.
@@ -575,15 +585,27 @@ def train(
                     rng = mix_rng(cfg.train.seed, epoch, it)
                     if rng.random() < cfg.train.mixup_prob:
                         x, perm, lam = mix_batch(x, layout, mode, cfg.train.mixup, rng)
-                logits = net(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
+                at = it * train_loader.batch_size
+                rows = order[at : at + len(y)]
+                if partners is None:
+                    logits = net(x)
+                    loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
+                else:
+                    g = seeded_generator(cfg.train.seed, epoch, _VIEWS, dist.rank, it)
+                    x2, y2 = train_loader.batch(pick_partners(partners, rows, g), g)
+                    # One forward over both views keeps DDP at one forward per backward.
+                    both = net(torch.cat([x, x2]))
+                    logits, other_view = both[: len(y)], both[len(y) :]
+                    loss = (
+                        F.cross_entropy(logits, y, label_smoothing=smoothing)
+                        + F.cross_entropy(other_view, y2, label_smoothing=smoothing)
+                    ) / 2
+                    loss = loss + cfg.train.view_weight * symmetric_kl(logits, other_view)
                 if perm is not None:
                     other = F.cross_entropy(logits, y[perm], label_smoothing=smoothing)
                     loss = lam * loss + (1 - lam) * other
                 if soft is not None:
-                    at = it * train_loader.batch_size
-                    rows = torch.as_tensor(order[at : at + len(y)])
-                    target = soft[rows]
+                    target = soft[torch.as_tensor(rows)]
                     if perm is not None:
                         target = lam * target + (1 - lam) * target[perm]
                     kd = distill_loss(logits, target, temp)
