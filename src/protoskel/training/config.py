@@ -261,6 +261,15 @@ class Config:
             from protoskel.data.transforms import rotation_angles
 
             rotation_angles(self.data.test_rotate, "data.test_rotate")
+        if self.data.augment:
+            # Checked here rather than when the loader is built, so a bad augmentation is named
+            # with its recipe file and fails before a run folder is created.
+            from protoskel.data.transforms import AugmentConfig
+
+            try:
+                AugmentConfig.from_dict(self.data.augment)
+            except ConfigError as e:
+                raise ConfigError(f"data.{e}") from None
         return self
 
 
