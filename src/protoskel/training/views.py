@@ -1,6 +1,6 @@
 """Cross-view consistency: the same performance seen by another camera should be read alike.
 
-Multi-view datasets record one performance with several synchronised cameras and store each
+Multi-view datasets record one performance with several cameras at once and store each
 view as its own clip (NW-UCLA ``a01_s01_e00_v01`` / ``_v02``, NTU ``S001C001P001R001A001`` /
 ``C002``). Rotation augmentation imitates a camera moving round the body, but not what really
 changes between cameras: which joints the sensor loses to self-occlusion and how it guesses
