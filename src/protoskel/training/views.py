@@ -40,13 +40,13 @@ def view_partners(ids: Sequence[str], labels: Sequence[int], pattern: str) -> li
         raise ConfigError(
             f"train.view_pattern: not a regular expression ({e}): {pattern!r}"
         ) from None
+    keys = [rx.sub("", clip_id) for clip_id in ids]
     groups: dict[str, list[int]] = {}
-    for i, clip_id in enumerate(ids):
-        groups.setdefault(rx.sub("", clip_id), []).append(i)
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
     out: list[np.ndarray] = []
     for i, clip_id in enumerate(ids):
-        same = groups[rx.sub("", clip_id)]
-        others = [j for j in same if j != i]
+        others = [j for j in groups[keys[i]] if j != i]
         bad = [j for j in others if int(labels[j]) != int(labels[i])]
         if bad:
             raise ConfigError(
