@@ -50,7 +50,7 @@ def view_partners(ids: Sequence[str], labels: Sequence[int], pattern: str) -> li
         bad = [j for j in others if int(labels[j]) != int(labels[i])]
         if bad:
             raise ConfigError(
-                f"train.view_pattern {pattern!r} pairs clips of different classes: "
+                f"train.view_pattern '{pattern}' pairs clips of different classes: "
                 f"{clip_id} and {ids[bad[0]]}; the pattern must remove only the camera part of "
                 "the id (e.g. '_v\\d+' for NW-UCLA, 'C\\d{3}' for NTU)"
             )
