@@ -19,6 +19,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Help texts are plain text: rich markup would swallow examples such as "[ax, ay, az]".
+    rich_markup_mode=None,
 )
 layouts_app = typer.Typer(help="Skeleton layouts (joints, bones, parts).", no_args_is_help=True)
 datasets_app = typer.Typer(help="Datasets: list, prepare, inspect.", no_args_is_help=True)
