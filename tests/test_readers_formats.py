@@ -376,6 +376,40 @@ def test_pyskl_refuses_forbidden_globals_without_running_them(
     assert "PWNED" not in capsys.readouterr().out
 
 
+class _ObjectFlaggedArray:
+    """Pickles as a numeric array whose dtype state claims it holds Python objects."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    def __reduce__(self) -> tuple:
+        fn, args, state = np.zeros(4, dtype=self.code).__reduce__()
+        dfn, dargs, dstate = np.dtype(self.code).__reduce__()
+        forged = _Reduced(dfn, dargs, (*dstate[:-1], 63))  # 63: the flags of dtype('O')
+        raw = b"\x41" * (4 * np.dtype(self.code).itemsize)  # pointer-like junk
+        return fn, args, (state[0], state[1], forged, state[3], raw)
+
+
+class _Reduced:
+    def __init__(self, *reduced: object) -> None:
+        self.reduced = reduced
+
+    def __reduce__(self) -> tuple:
+        return self.reduced
+
+
+# numpy reports its own internal error on these dtypes as "unraisable" before refusing them.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("code", ["<f2", "<f4", "<f8", "<i8"])
+def test_pyskl_refuses_numeric_arrays_whose_dtype_claims_objects(tmp_path: Path, code: str) -> None:
+    # Read as object pointers, such bytes would be dereferenced: the file must be refused.
+    data = {"annotations": [coco_annotation("v", 0)], "forged": _ObjectFlaggedArray(code)}
+    p = dump(data, tmp_path / "forged.pkl", 2)
+    with pytest.raises(DataFormatError, match="not a readable pickle") as err:
+        read_pyskl(p)
+    assert str(p) in str(err.value)
+
+
 def test_pyskl_corrupt_pickles_are_data_format_errors(tmp_path: Path) -> None:
     blob = pickle.dumps({"annotations": [coco_annotation("v", 0)]}, protocol=4)
     p = tmp_path / "cut.pkl"
