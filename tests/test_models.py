@@ -308,26 +308,6 @@ def test_linear_head_pools_over_persons_frames_joints() -> None:
     assert isinstance(LinearHead(4, 3, dropout=0.5).drop, nn.Dropout)
 
 
-def test_linear_head_meanmax_adds_the_peak_over_frames_and_joints() -> None:
-    head = LinearHead(4, 3, pool="meanmax")
-    assert head.fc.in_features == 8
-    feats = torch.randn(2, 2, 4, 5, 6)
-    per_clip = feats.mean(dim=1)
-    pooled = torch.cat([per_clip.mean(dim=(2, 3)), per_clip.amax(dim=(2, 3))], dim=1)
-    torch.testing.assert_close(head(feats), head.fc(pooled))
-    with pytest.raises(ConfigError, match="pool must be one of mean, meanmax"):
-        LinearHead(4, 3, pool="attention")
-
-
-def test_build_model_passes_head_pool() -> None:
-    model = build_model("atgcn", "kinect-v1-20", 5, width=16, depth=3, head_pool="meanmax")
-    assert model.head.pool == "meanmax"
-    out = model(torch.randn(2, 3, 8, 20, 1))
-    assert out.shape == (2, 5)
-    out.sum().backward()
-    assert model.head.fc.weight.grad is not None
-
-
 def test_build_model_errors_and_options() -> None:
     with pytest.raises(ConfigError, match=r"unknown backbone 'resnet'.*atgcn.*stgcn"):
         build_model("resnet", "ntu-25", 60)
