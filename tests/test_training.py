@@ -490,6 +490,12 @@ def test_checkpoint_rebuilds_from_its_recorded_architecture(store: Path, tmp_pat
     ck["config"]["model"]["kwargs"] = {}
     model = build_from_checkpoint(ck)
     assert model.backbone.out_channels == ck["model"]["head.fc.weight"].shape[1]
+    # An option this version does not have (e.g. from a newer or older protoskel): the error
+    # names the checkpoint and says why, instead of a bare recipe error.
+    ck["arch"]["head"]["pool"] = "mean"
+    with pytest.raises(CheckpointError, match=r"cannot rebuild.*pool.*protoskel version") as err:
+        build_from_checkpoint(ck)
+    assert str(tmp_path / "run" / "last.pt") in str(err.value)
 
 
 def test_test_time_rotations_average_the_rotated_evaluations(store: Path, tmp_path: Path) -> None:

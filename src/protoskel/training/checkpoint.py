@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from protoskel.errors import CheckpointError
+from protoskel.errors import CheckpointError, ConfigError
 from protoskel.layouts import Layout, get_layout, layout_from_dict
 
 __all__ = ["build_from_checkpoint", "load_checkpoint", "save_checkpoint", "shipped_dir"]
@@ -98,9 +98,16 @@ def build_from_checkpoint(ck: dict[str, Any]) -> torch.nn.Module:
         cfg["model"]["kwargs"] = dict(arch["backbone"])
         # The head's dropout travels as model.dropout.
         cfg["model"]["head_kwargs"] = {k: v for k, v in arch["head"].items() if k != "dropout"}
-    model = build_model_from_config(
-        cfg, checkpoint_layout(ck), len(ck["classes"]), int(ck["in_channels"])
-    )
+    try:
+        model = build_model_from_config(
+            cfg, checkpoint_layout(ck), len(ck["classes"]), int(ck["in_channels"])
+        )
+    except ConfigError as e:
+        # Typically an option this version of protoskel does not have (or no longer has).
+        raise CheckpointError(
+            f"{ck.get('path')}: cannot rebuild the model this checkpoint records ({e}); it was "
+            "written by a protoskel version with other model options: load it with that version"
+        ) from None
     try:
         model.load_state_dict(ck["model"])
     except RuntimeError as e:
