@@ -330,13 +330,16 @@ def test_pyskl_scores_are_clipped_and_empty_clips_are_one_absent_person(tmp_path
 
 
 class _Payload:
-    """Pickles to a call of ``func(*args)``: what a hostile file would do."""
+    """Pickles to a call of ``func(*args)`` (then ``__setstate__(state)`` if given): what a
+    hostile file would do."""
 
-    def __init__(self, func: object, *args: object) -> None:
-        self.func, self.args = func, args
+    def __init__(self, func: object, *args: object, state: object = None) -> None:
+        self.func, self.args, self.state = func, args, state
 
     def __reduce__(self) -> tuple:
-        return (self.func, self.args)
+        if self.state is None:
+            return (self.func, self.args)
+        return (self.func, self.args, self.state)
 
 
 class CustomClass:
@@ -385,17 +388,9 @@ class _ObjectFlaggedArray:
     def __reduce__(self) -> tuple:
         fn, args, state = np.zeros(4, dtype=self.code).__reduce__()
         dfn, dargs, dstate = np.dtype(self.code).__reduce__()
-        forged = _Reduced(dfn, dargs, (*dstate[:-1], 63))  # 63: the flags of dtype('O')
+        forged = _Payload(dfn, *dargs, state=(*dstate[:-1], 63))  # 63: the flags of dtype('O')
         raw = b"\x41" * (4 * np.dtype(self.code).itemsize)  # pointer-like junk
         return fn, args, (state[0], state[1], forged, state[3], raw)
-
-
-class _Reduced:
-    def __init__(self, *reduced: object) -> None:
-        self.reduced = reduced
-
-    def __reduce__(self) -> tuple:
-        return self.reduced
 
 
 # numpy reports its own internal error on these dtypes as "unraisable" before refusing them.
