@@ -393,8 +393,6 @@ class _ObjectFlaggedArray:
         return fn, args, (state[0], state[1], forged, state[3], raw)
 
 
-# numpy reports its own internal error on these dtypes as "unraisable" before refusing them.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("code", ["<f2", "<f4", "<f8", "<i8"])
 def test_pyskl_refuses_numeric_arrays_whose_dtype_claims_objects(tmp_path: Path, code: str) -> None:
     # Read as object pointers, such bytes would be dereferenced: the file must be refused.
