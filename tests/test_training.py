@@ -72,6 +72,14 @@ def test_train_writes_checkpoints_and_logs(store: Path, tmp_path: Path) -> None:
     assert ck["classes"] == ["still", "raise_left", "raise_right"] and ck["epoch"] == 12
 
 
+def test_angle_stream_trains_and_evaluates(store: Path, tmp_path: Path) -> None:
+    # Raising the left or the right arm is a change of the arm's angle to the body's axes.
+    cfg = load_config(_recipe(tmp_path), ["train.epochs=12", "data.stream=angle"])
+    train(cfg, store, tmp_path / "run", progress=False)
+    m = evaluate(tmp_path / "run" / "last.pt", store)
+    assert m["top1"] >= 60.0  # chance is 33.3
+
+
 def test_same_seed_same_model(store: Path, tmp_path: Path) -> None:
     cfg = load_config(_recipe(tmp_path), ["train.epochs=2"])
     train(cfg, store, tmp_path / "a", progress=False)

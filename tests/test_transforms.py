@@ -371,6 +371,65 @@ def test_stacked_streams_are_their_parts_on_the_channel_axis() -> None:
             make_stream(x, bad, K3)
 
 
+def _naive_angles(x: np.ndarray, layout) -> np.ndarray:
+    """Reference angle stream with plain loops: cosines with up, across and the parent bone."""
+    n, _, t, v, m = x.shape
+
+    def cos(a: np.ndarray, b: np.ndarray) -> float:
+        na, nb = np.linalg.norm(a), np.linalg.norm(b)
+        return 0.0 if na < 1e-6 or nb < 1e-6 else float(a @ b / (na * nb))
+
+    out = np.zeros((n, 3, t, v, m), dtype=x.dtype)
+    for i in range(n):
+        for f in range(t):
+            for p in range(m):
+                pose = x[i, :, f, :, p].T  # (V, C)
+                up = layout.up[1] @ pose - layout.up[0] @ pose
+                across = layout.across[1] @ pose - layout.across[0] @ pose
+                for j in range(v):
+                    par = layout.parents[j]
+                    bone = pose[j] - pose[par] if par >= 0 else 0 * pose[j]
+                    gp = layout.parents[par] if par >= 0 else -1
+                    pbone = pose[par] - pose[gp] if gp >= 0 else 0 * pose[j]
+                    out[i, :, f, j, p] = (cos(bone, up), cos(bone, across), cos(bone, pbone))
+    return out
+
+
+@pytest.mark.parametrize("layout", [K3, P2], ids=lambda lay: lay.name)
+def test_angle_stream_matches_naive_loops(layout) -> None:
+    x = _clips(2, layout.dims, 5, layout.num_joints, 2)
+    x[0, :, 3:] = 0  # padded tail
+    x[1, :, 1, :, 1] = 0  # person 1 missing in frame 1
+    got = make_stream(x, "angle", layout).numpy()
+    want = _naive_angles(x.numpy(), layout)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    # Three cosines per joint whatever the coordinates, so 2D and 3D models see the same C.
+    assert got.shape[1] == 3 == stream_channels("angle", layout.dims)
+    assert (got[:, :, :, layout.root] == 0).all() and (got[0, :, 3:] == 0).all()
+    assert stream_channels("joint+angle", 2) == 5
+    motion = make_stream(x, "angle_motion", layout).numpy()
+    np.testing.assert_allclose(motion[1, :, 2:4], want[1, :, 3:5] - want[1, :, 2:4], atol=1e-5)
+    assert (motion[0, :, 2:] == 0).all()  # frame 2 is clip 0's last: no jump into padding
+
+
+def test_angle_stream_is_unchanged_by_rotation_reflection_scale_and_shift() -> None:
+    x = _clips(3, 3, 6, 20, 2, seed=7)
+    x[2, :, 4:] = 0
+    q = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(1)))[0]
+    for r in (q, -q):  # one of the two is a reflection
+        moved = (
+            torch.einsum("ij,njtvm->nitvm", r, x) * 2.5
+            + torch.tensor([1.0, -2.0, 0.5])[None, :, None, None, None]
+            * frame_mask(x)[:, None, :, None, :].float()
+        )
+        torch.testing.assert_close(
+            make_stream(moved, "angle", K3), make_stream(x, "angle", K3), atol=2e-5, rtol=0
+        )
+    # ... but not by a per-axis stretch, which changes the body's angles.
+    stretched = x * torch.tensor([1.0, 2.0, 1.0])[None, :, None, None, None]
+    assert (make_stream(stretched, "angle", K3) - make_stream(x, "angle", K3)).abs().max() > 0.05
+
+
 def test_root_bone_zero_and_motion_zero_on_padded_tail() -> None:
     x = _clips(1, 3, 8, 20, 1)
     x[0, :, 5:] = 0

@@ -29,6 +29,7 @@ from protoskel.layouts import Layout
 __all__ = [
     "DEFAULT_AUGMENT",
     "DEFAULT_NORMALIZE",
+    "ROTATION_INVARIANT_STREAMS",
     "STREAMS",
     "AugmentConfig",
     "align_view",
@@ -51,7 +52,20 @@ __all__ = [
     "view_rotation",
 ]
 
-STREAMS = ("joint", "bone", "joint_motion", "bone_motion", "bone2", "bone2_motion")
+STREAMS = (
+    "joint",
+    "bone",
+    "joint_motion",
+    "bone_motion",
+    "bone2",
+    "bone2_motion",
+    "angle",
+    "angle_motion",
+)
+#: Streams whose channel count does not follow the clip's coordinates (3 cosines per joint).
+_FIXED_CHANNELS = {"angle": 3, "angle_motion": 3}
+#: Streams that are functions of the body alone, unchanged by any rotation of the camera.
+ROTATION_INVARIANT_STREAMS = ("angle", "angle_motion")
 
 
 def stream_parts(stream: str) -> tuple[str, ...]:
@@ -68,7 +82,7 @@ def stream_parts(stream: str) -> tuple[str, ...]:
 
 def stream_channels(stream: str, coords: int) -> int:
     """Channels a model sees for ``stream`` on clips of ``coords`` coordinates."""
-    return coords * len(stream_parts(stream))
+    return sum(_FIXED_CHANNELS.get(p, coords) for p in stream_parts(stream))
 
 
 #: The field's NW-UCLA recipe (CTR-GCN): random crop of 50-100% of the clip resized to the
@@ -691,6 +705,22 @@ def _bones(x: Tensor, layout: Layout, hops: int = 1) -> Tensor:
     return x - x[:, :, :, _ancestors(layout, hops), :]
 
 
+def _unit(x: Tensor) -> Tensor:
+    # A zero vector (a root's bone, a padded frame) stays zero, so its cosines are 0, not NaN.
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-6)
+
+
+def _angles(x: Tensor, layout: Layout) -> Tensor:
+    """Cosines of each bone with the body's up axis, its across axis and its parent's bone."""
+    bone = _unit(_bones(x, layout))
+    parent_bone = bone[:, :, :, _ancestors(layout, 1), :]
+    up = _unit(_axis(x, layout.up))[:, :, :, None]
+    across = _unit(_axis(x, layout.across))[:, :, :, None]
+    return torch.stack(
+        [(bone * up).sum(1), (bone * across).sum(1), (bone * parent_bone).sum(1)], dim=1
+    )
+
+
 def _motion(x: Tensor, mask: Tensor) -> Tensor:
     # Motion only between two valid frames: no jump into padding or where a person vanishes.
     d = x[:, :, 1:] - x[:, :, :-1]
@@ -700,15 +730,18 @@ def _motion(x: Tensor, mask: Tensor) -> Tensor:
 
 
 def make_stream(x: Tensor, stream: str, layout: Layout, mask: Tensor | None = None) -> Tensor:
-    """Derive an input stream from joints ``(N, C, T, V, M)``: joint, bone, bone2 or their motion.
+    """Derive an input stream from joints ``(N, C, T, V, M)``: joint, bone, bone2, angle, motion.
 
     Several streams joined by ``+`` (e.g. ``"joint+bone"``) are stacked on the channel axis.
 
     ``bone`` is ``x[v] - x[parent(v)]`` (root 0); ``bone2`` is ``x[v] - x[grandparent(v)]``
     (InfoGCN's 2-hop relative positions; a root's child gets its bone), a coarser view of the
-    body's shape for ensembles; ``*_motion`` is ``x[t+1] - x[t]`` where both
-    frames are valid for that person, else 0 (the last frame is 0). ``mask`` (N, T, M) defaults
-    to the non-zero slots of ``x``.
+    body's shape for ensembles; ``angle`` is 3 cosines per joint whatever the coordinates: its
+    bone's angle with the body's up axis, with its across axis (both from the layout) and with
+    its parent's bone (0 for a root and its children's bend), so no rotation of the camera
+    changes it (Qin et al.'s angular encoding, a view-robust ensemble member); ``*_motion``
+    is ``x[t+1] - x[t]`` where both frames are valid for that person, else 0 (the last frame
+    is 0). ``mask`` (N, T, M) defaults to the non-zero slots of ``x``.
     """
     parts = stream_parts(stream)
     if x.shape[3] != layout.num_joints:
@@ -726,5 +759,5 @@ def make_stream(x: Tensor, stream: str, layout: Layout, mask: Tensor | None = No
     if stream == "joint_motion":
         return _motion(x, mask)
     base, motion = stream.removesuffix("_motion"), stream.endswith("_motion")
-    y = _bones(x, layout, 2 if base == "bone2" else 1)
+    y = _angles(x, layout) if base == "angle" else _bones(x, layout, 2 if base == "bone2" else 1)
     return _motion(y, mask) if motion else y

@@ -137,7 +137,10 @@ class Config:
 
     def validate(self) -> Config:
         """Check values that types alone cannot; raise ConfigError naming the key."""
-        from protoskel.data.transforms import STREAMS  # torch only when validating
+        from protoskel.data.transforms import (  # torch only when validating
+            ROTATION_INVARIANT_STREAMS,
+            STREAMS,
+        )
         from protoskel.training.mixing import MIX_MODES
 
         checks = [
@@ -241,6 +244,16 @@ class Config:
                 self.model.invariance in (None, "frame_averaging"),
                 "model.invariance",
                 "must be null or frame_averaging",
+            ),
+            (
+                not (
+                    self.model.invariance
+                    and any(p in ROTATION_INVARIANT_STREAMS for p in self.data.stream.split("+"))
+                ),
+                "model.invariance",
+                f"the {self.data.stream} stream is already unchanged by camera rotations, and "
+                "frame averaging would rotate its cosines as if they were coordinates: set "
+                "model.invariance=null",
             ),
             (
                 not (self.model.invariance and "+" in self.data.stream),
