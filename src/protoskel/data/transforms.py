@@ -738,8 +738,9 @@ def make_stream(x: Tensor, stream: str, layout: Layout, mask: Tensor | None = No
     (InfoGCN's 2-hop relative positions; a root's child gets its bone), a coarser view of the
     body's shape for ensembles; ``angle`` is 3 cosines per joint whatever the coordinates: its
     bone's angle with the body's up axis, with its across axis (both from the layout) and with
-    its parent's bone (0 for a root and its children's bend), so no rotation of the camera
-    changes it (Qin et al.'s angular encoding, a view-robust ensemble member); ``*_motion``
+    its parent's bone (0 where a bone is missing: the root's, and the root's children's parent
+    bone), so no rotation, reflection, scale or shift of the camera frame changes it (Qin et
+    al.'s angular encoding); ``*_motion``
     is ``x[t+1] - x[t]`` where both frames are valid for that person, else 0 (the last frame
     is 0). ``mask`` (N, T, M) defaults to the non-zero slots of ``x``.
     """
