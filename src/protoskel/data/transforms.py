@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -693,8 +694,14 @@ def augment(
 # ---------------------------------------------------------------------------------- streams
 def _ancestors(layout: Layout, hops: int) -> Tensor:
     """Index of each joint's ancestor ``hops`` steps up the layout's tree (stopping at a root)."""
-    up = [p if p >= 0 else v for v, p in enumerate(layout.parents)]
-    idx = list(range(layout.num_joints))
+    return _ancestor_index(layout.parents, hops)
+
+
+@cache
+def _ancestor_index(parents: tuple[int, ...], hops: int) -> Tensor:
+    # Cached on the parents tuple: every batch of every stream asks for the same few indices.
+    up = [p if p >= 0 else v for v, p in enumerate(parents)]
+    idx = list(range(len(parents)))
     for _ in range(hops):
         idx = [up[i] for i in idx]
     return torch.as_tensor(idx, dtype=torch.int64)
@@ -740,9 +747,9 @@ def make_stream(x: Tensor, stream: str, layout: Layout, mask: Tensor | None = No
     bone's angle with the body's up axis, with its across axis (both from the layout) and with
     its parent's bone (0 where a bone is missing: the root's, and the root's children's parent
     bone), so no rotation, reflection, scale or shift of the camera frame changes it (Qin et
-    al.'s angular encoding); ``*_motion``
-    is ``x[t+1] - x[t]`` where both frames are valid for that person, else 0 (the last frame
-    is 0). ``mask`` (N, T, M) defaults to the non-zero slots of ``x``.
+    al.'s angular encoding); ``*_motion`` is ``x[t+1] - x[t]`` where both frames are valid for
+    that person, else 0 (the last frame is 0). ``mask`` (N, T, M) defaults to the non-zero
+    slots of ``x``.
     """
     parts = stream_parts(stream)
     if x.shape[3] != layout.num_joints:
