@@ -19,6 +19,7 @@ from protoskel.data.transforms import (
     make_stream,
     normalize,
     normalize_scale,
+    occlude_parts,
     random_rotation,
     scale_travel,
     stream_channels,
@@ -269,6 +270,89 @@ def test_flip_swaps_sides_and_negates_x() -> None:
     )
     z, _ = augment(y, K3, {"flip": {"p": 1.0}}, _g(0))
     assert torch.allclose(z, x)
+
+
+def _occlude_loop(x, layout, part, start, length):
+    """Plain-loop reference: walk each hidden joint up the tree until it leaves the part."""
+    y = x.clone()
+    parts = list(layout.parts.values())
+    for i in range(x.shape[0]):
+        members = set(parts[int(part[i])])
+        for v in members:
+            a = v
+            while a in members and layout.parents[a] >= 0:
+                a = layout.parents[a]
+            for t in range(int(start[i]), int(start[i]) + int(length[i])):
+                y[i, :, t, v] = x[i, :, t, a]
+    return y
+
+
+@pytest.mark.parametrize("layout", [K3, P2])
+def test_occlude_parts_matches_a_loop_and_hides_whole_limbs(layout) -> None:
+    x = _clips(4, layout.dims, 7, layout.num_joints, 2)
+    x[1, ..., 1] = 0  # a missing person stays missing
+    part = torch.tensor([0, 1, len(layout.parts) - 1, 2])
+    start, length = torch.tensor([0, 2, 6, 3]), torch.tensor([7, 3, 1, 0])
+    y = occlude_parts(x, layout, part, start, length)
+    assert torch.equal(y, _occlude_loop(x, layout, part, start, length))
+    assert torch.equal(y[3], x[3]) and (y[1, ..., 1] == 0).all()
+    assert torch.equal(y[1, :, :2], x[1, :, :2]) and torch.equal(y[1, :, 5:], x[1, :, 5:])
+
+
+def test_occlude_parts_sends_an_arm_to_its_attachment_and_the_torso_to_the_root() -> None:
+    x = _clips(2, 3, 4, 20, 1)
+    names = list(K3.parts)
+    arm, torso = names.index("left_arm"), names.index("torso")
+    y = occlude_parts(x, K3, torch.tensor([arm, torso]), torch.zeros(2), torch.full((2,), 4))
+    sc, hc = K3.index("shoulder_center"), K3.index("hip_center")
+    for j in ("left_shoulder", "left_elbow", "left_wrist", "left_hand"):
+        assert torch.equal(y[0, :, :, K3.index(j)], x[0, :, :, sc])
+    for j in ("spine", "shoulder_center", "head"):
+        assert torch.equal(y[1, :, :, K3.index(j)], x[1, :, :, hc])
+    rest = [v for v in range(20) if v not in K3.parts["left_arm"]]
+    assert torch.equal(y[0][:, :, rest], x[0][:, :, rest])
+    # The hidden limb's bones are zero, as a root's are: the bone stream sees no arm.
+    bones = make_stream(y, "bone", K3)
+    assert (bones[0][:, :, list(K3.parts["left_arm"])] == 0).all()
+
+
+def test_occlude_augmentation_stretch_within_valid_frames_and_seeded() -> None:
+    t = 10
+    x = _clips(64, 3, t, 20, 1)
+    x[:8, :, 6:] = 0  # short clips: 6 valid frames, then padding
+    cfg = {"occlude": {"p": 1.0, "span": [0.3, 0.6]}}
+    y, mask = augment(x, K3, cfg, _g(5))
+    assert torch.equal(mask, frame_mask(x))
+    changed = (y != x).any(dim=1).any(dim=2).any(dim=2)  # (N, T)
+    assert (y[:8, :, 6:] == 0).all()
+    for i in range(64):
+        hit = changed[i].nonzero().flatten()
+        valid = 6 if i < 8 else t
+        assert len(hit) > 0 and hit.max() < valid
+        assert hit.max() - hit.min() + 1 <= round(0.6 * valid)  # one contiguous stretch
+        assert torch.equal(hit, torch.arange(int(hit.min()), int(hit.max()) + 1))
+        parts_hit = {
+            k for k, v in K3.parts.items() if (y[i][:, :, list(v)] != x[i][:, :, list(v)]).any()
+        }
+        assert len(parts_hit) == 1
+    y2, _ = augment(x, K3, cfg, _g(5))
+    assert torch.equal(y, y2)
+    none, _ = augment(x, K3, {"occlude": {"p": 0.0, "span": 0.5}}, _g(5))
+    assert torch.equal(none, x)
+    half, _ = augment(x, K3, {"occlude": {"p": 0.5, "span": 1.0}}, _g(5))
+    n_hit = int((half != x).flatten(1).any(1).sum())
+    assert 16 <= n_hit <= 48
+
+
+def test_occlude_config_forms_and_errors() -> None:
+    assert AugmentConfig.from_dict({"occlude": 0.5}).occlude_span == (0.5, 0.5)
+    oc = AugmentConfig.from_dict({"occlude": {"p": 0.3, "span": [0.25, 1]}})
+    assert (oc.occlude_p, oc.occlude_span) == (0.3, (0.25, 1.0))
+    for bad in ({"occlude": [0.5, 0.2]}, {"occlude": 0}, {"occlude": [0.2, 1.5]}, {"occlude": "x"}):
+        with pytest.raises(ConfigError, match=r"augment\.occlude\.span"):
+            AugmentConfig.from_dict(bad)
+    with pytest.raises(ConfigError, match=r"augment\.occlude: unknown key 'parts'"):
+        AugmentConfig.from_dict({"occlude": {"span": 0.5, "parts": 2}})
 
 
 def test_travel_scales_the_path_and_keeps_the_posture() -> None:

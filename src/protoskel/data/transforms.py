@@ -408,7 +408,9 @@ class AugmentConfig:
       frame positions within the crop (see :func:`train_positions`); ``travel``:
       ``{"p", "range": [lo, hi]}`` scale the reference person's path (its centre joint's
       displacement from its first valid frame) by a factor drawn from ``[lo, hi]``, keeping the
-      posture around it (see :func:`scale_travel`). A bare number or list is
+      posture around it (see :func:`scale_travel`); ``occlude``: ``{"p", "span": [lo, hi]}``
+      hide one random body part of the layout for a contiguous stretch of ``lo``-``hi`` of the
+      clip's frames (see :func:`occlude_parts`). A bare number or list is
       shorthand for the main parameter with ``p = 1`` (for ``flip``: the probability).
     """
 
@@ -428,6 +430,8 @@ class AugmentConfig:
     flip_p: float = 0.0
     travel_p: float = 0.0
     travel_range: tuple[float, float] = (1.0, 1.0)
+    occlude_p: float = 0.0
+    occlude_span: tuple[float, float] = (1.0, 1.0)
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any] | None) -> AugmentConfig:
@@ -448,6 +452,7 @@ class AugmentConfig:
             "frame_drop",
             "flip",
             "travel",
+            "occlude",
         )
         for key in config:
             if key not in known:
@@ -491,6 +496,8 @@ class AugmentConfig:
             kw.update(drop_p=d["p"], drop_rate=rate)
         if (tr := _op(config, "travel", "range")) is not None:
             kw.update(travel_p=tr["p"], travel_range=_travel_range(tr["range"]))
+        if (oc := _op(config, "occlude", "span")) is not None:
+            kw.update(occlude_p=oc["p"], occlude_span=_span(oc["span"]))
         flip = config.get("flip")
         if flip is not None:
             p = flip.get("p", 0.5) if isinstance(flip, Mapping) else flip
@@ -537,6 +544,63 @@ def _travel_range(rng: Any) -> tuple[float, float]:
             f"augment.travel.range: need [lo, hi] with 0 <= lo <= hi, e.g. [0.25, 1.0]; got {rng!r}"
         )
     return lo, hi
+
+
+def _span(span: Any) -> tuple[float, float]:
+    """Check ``augment.occlude.span``: a fraction or ``[lo, hi]`` with ``0 < lo <= hi <= 1``."""
+    vals: list[Any] = [span, span] if isinstance(span, int | float) else span
+    ok = isinstance(vals, Sequence) and not isinstance(vals, str) and len(vals) == 2
+    if ok:
+        try:
+            lo, hi = float(vals[0]), float(vals[1])
+        except (TypeError, ValueError):
+            ok = False
+    if not ok or not 0.0 < lo <= hi <= 1.0:
+        raise ConfigError(
+            "augment.occlude.span: need a fraction of the clip's frames or [lo, hi] with "
+            f"0 < lo <= hi <= 1, e.g. [0.25, 1.0]; got {span!r}"
+        )
+    return lo, hi
+
+
+@cache
+def _part_anchors(parents: tuple[int, ...], parts: tuple[tuple[int, ...], ...]) -> Tensor:
+    # Row i: where each joint goes when part i is hidden. A hidden joint sits on the nearest
+    # ancestor outside the part (an arm on its shoulder's parent), so the part's bones become
+    # zero as if the limb were not seen; a part holding a root collapses onto that root.
+    table = []
+    for members in parts:
+        inside = set(members)
+        row = list(range(len(parents)))
+        for v in members:
+            a = v
+            while a in inside and parents[a] >= 0:
+                a = parents[a]
+            row[v] = a
+        table.append(row)
+    return torch.as_tensor(table, dtype=torch.int64)
+
+
+def occlude_parts(
+    x: Tensor,
+    layout: Layout,
+    part: Tensor,
+    start: Tensor,
+    length: Tensor,
+) -> Tensor:
+    """Hide body part ``part[i]`` of clip ``i`` in frames ``start[i]`` to ``start[i]+length[i]-1``.
+
+    ``part`` indexes ``layout.parts`` (in order); a length of 0 leaves the clip unchanged. Each
+    hidden joint is moved onto the nearest joint outside the part up the layout's tree, every
+    person of the clip alike. Why: pose estimators and depth sensors lose limbs behind the body
+    or objects, and a model that must do without one part cannot lean on it alone.
+    """
+    t = x.shape[2]
+    anchors = _part_anchors(layout.parents, tuple(layout.parts.values()))[part]  # (N, V)
+    moved = torch.gather(x, 3, anchors[:, None, None, :, None].expand_as(x))
+    frames = torch.arange(t)[None, :]
+    hidden = (frames >= start[:, None]) & (frames < (start + length)[:, None])  # (N, T)
+    return torch.where(hidden[:, None, :, None, None], moved, x)
 
 
 def scale_travel(x: Tensor, layout: Layout, factor: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -630,7 +694,7 @@ def augment(
     generator: torch.Generator,
     mask: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Path scaling, random rotation/scale/shear (one matrix per clip), flip, jitter, frame drop.
+    """Path scaling, rotation/scale/shear (one matrix per clip), flip, jitter, drop, occlusion.
 
     Each operation is applied to a clip with its probability ``p``. Empty slots stay zero.
     Returns ``(x, mask)``; the mask changes only through frame drop. The generator is consumed
@@ -688,6 +752,16 @@ def augment(
         src = torch.cummax(torch.where(keep, ar, torch.zeros_like(ar)), dim=1).values
         x = torch.gather(x, 2, src[:, None, :, None, None].expand_as(x))
         mask = torch.gather(mask, 1, src[:, :, None].expand_as(mask))
+    if cfg.occlude_p > 0:
+        # The stretch is placed within the clip's valid frames, so padding is never "hidden".
+        valid = mask.any(dim=2).sum(dim=1)
+        lo, hi = cfg.occlude_span
+        frac = lo + (hi - lo) * torch.rand(n, generator=generator)
+        length = torch.clamp(torch.round(frac * valid), min=1).to(torch.int64)
+        length = torch.minimum(length, valid) * chosen(cfg.occlude_p)
+        start = (torch.rand(n, generator=generator) * (valid - length + 1)).floor().to(torch.int64)
+        part = torch.randint(len(layout.parts), (n,), generator=generator)
+        x = occlude_parts(x, layout, part, start, length)
     return x, mask
 
 
