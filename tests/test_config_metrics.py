@@ -107,7 +107,12 @@ def test_lr_schedule_step_decays_at_the_milestones() -> None:
     ("overrides", "needle"),
     [
         (["train.schedule=step"], "train.milestones: schedule step needs"),
-        (["train.schedule=step", "train.milestones=[30]"], "between 1 and 29"),
+        (["train.schedule=step", "train.milestones=[30]"], "between 6 and 29"),
+        (
+            ["train.schedule=step", "train.warmup_epochs=5", "train.milestones=[5, 20]"],
+            "after the warm-up and before the end: between 6 and 29 (train.warmup_epochs=5",
+        ),
+        (["train.schedule=step", "train.warmup_epochs=0", "train.milestones=[0]"], "between 1 and"),
         (["train.schedule=step", "train.milestones=[20, 10]"], "must be increasing"),
         (["train.milestones=[x]"], "train.milestones[0]: expected an integer"),
         (["train.lr_decay=0"], "train.lr_decay: must be in (0, 1]"),

@@ -170,10 +170,14 @@ class Config:
                 "schedule step needs the epochs to decay at, e.g. train.milestones=[50]",
             ),
             (
-                all(0 < m < self.train.epochs for m in self.train.milestones)
+                # A decay inside the warm-up would be skipped by the ramp and then applied all
+                # at once when it ends, which is not what anyone writing it means.
+                all(self.train.warmup_epochs < m < self.train.epochs for m in self.train.milestones)
                 and all(a < b for a, b in itertools.pairwise(self.train.milestones)),
                 "train.milestones",
-                f"must be increasing epochs between 1 and {self.train.epochs - 1}",
+                "must be increasing epochs after the warm-up and before the end: between "
+                f"{self.train.warmup_epochs + 1} and {self.train.epochs - 1} (train.warmup_epochs="
+                f"{self.train.warmup_epochs}, train.epochs={self.train.epochs})",
             ),
             (0 < self.train.lr_decay <= 1, "train.lr_decay", "must be in (0, 1]"),
             (0 <= self.train.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)"),
