@@ -531,36 +531,35 @@ def _op(
     return out
 
 
+def _float_pair(value: Any) -> tuple[float, float] | None:
+    """``value`` as two floats if it is a 2-item sequence of numbers, else None."""
+    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2:
+        return None
+    try:
+        return float(value[0]), float(value[1])
+    except (TypeError, ValueError):
+        return None
+
+
 def _travel_range(rng: Any) -> tuple[float, float]:
     """Check ``augment.travel.range``: ``[lo, hi]`` with ``0 <= lo <= hi``."""
-    ok = isinstance(rng, Sequence) and not isinstance(rng, str) and len(rng) == 2
-    if ok:
-        try:
-            lo, hi = float(rng[0]), float(rng[1])
-        except (TypeError, ValueError):
-            ok = False
-    if not ok or not 0.0 <= lo <= hi:
+    pair = _float_pair(rng)
+    if pair is None or not 0.0 <= pair[0] <= pair[1]:
         raise ConfigError(
             f"augment.travel.range: need [lo, hi] with 0 <= lo <= hi, e.g. [0.25, 1.0]; got {rng!r}"
         )
-    return lo, hi
+    return pair
 
 
 def _span(span: Any) -> tuple[float, float]:
     """Check ``augment.occlude.span``: a fraction or ``[lo, hi]`` with ``0 < lo <= hi <= 1``."""
-    vals: list[Any] = [span, span] if isinstance(span, int | float) else span
-    ok = isinstance(vals, Sequence) and not isinstance(vals, str) and len(vals) == 2
-    if ok:
-        try:
-            lo, hi = float(vals[0]), float(vals[1])
-        except (TypeError, ValueError):
-            ok = False
-    if not ok or not 0.0 < lo <= hi <= 1.0:
+    pair = _float_pair([span, span] if isinstance(span, int | float) else span)
+    if pair is None or not 0.0 < pair[0] <= pair[1] <= 1.0:
         raise ConfigError(
             "augment.occlude.span: need a fraction of the clip's frames or [lo, hi] with "
             f"0 < lo <= hi <= 1, e.g. [0.25, 1.0]; got {span!r}"
         )
-    return lo, hi
+    return pair
 
 
 @cache
