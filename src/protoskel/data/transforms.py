@@ -752,7 +752,8 @@ def augment(
         x = torch.gather(x, 2, src[:, None, :, None, None].expand_as(x))
         mask = torch.gather(mask, 1, src[:, :, None].expand_as(mask))
     if cfg.occlude_p > 0:
-        # The stretch is placed within the clip's valid frames, so padding is never "hidden".
+        # The stretch lies within the first `valid` frames (sampled clips are padded only at
+        # the end), so the length drawn is a share of what the clip really has.
         valid = mask.any(dim=2).sum(dim=1)
         lo, hi = cfg.occlude_span
         frac = lo + (hi - lo) * torch.rand(n, generator=generator)
