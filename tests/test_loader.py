@@ -177,6 +177,29 @@ def test_rotations_add_rotated_copies_before_box_normalisation() -> None:
         _loader(split, **kw, rotations=[[0, 0, 0], [0.5, 0.1]])
 
 
+def test_occlude_hides_the_named_part_in_every_frame_before_the_mirror() -> None:
+    split = TinySplit(n=6)
+    kw = {"train": False, "batch_size": 6, "normalize": RAW}
+    (x, _), (xo, _) = (
+        next(iter(_loader(split, **kw))),
+        next(iter(_loader(split, **kw, occlude="left_arm"))),
+    )
+    arm = list(LAYOUT.parts["left_arm"])
+    rest = [v for v in range(20) if v not in arm]
+    sc = LAYOUT.index("shoulder_center")
+    assert torch.equal(xo[:, :, :, rest], x[:, :, :, rest])
+    assert torch.equal(xo[:, :, :, arm], x[:, :, :, [sc] * 4])  # every frame, every clip
+    assert (xo[:, 2, :, arm] == sc + 1).all()  # coordinate 2 names the joint: all are the anchor
+    # Mirrored rows are mirrors of the occluded clip: the hidden arm is then on the right.
+    (xm, _) = next(iter(_loader(split, **kw, occlude="left_arm", mirror=True)))
+    right = list(LAYOUT.parts["right_arm"])
+    assert (xm.view(6, 2, *x.shape[1:])[:, 1, 2][:, :, right] == sc + 1).all()
+    with pytest.raises(ConfigError, match="has no part 'left_hand'; its parts: torso, left_arm"):
+        _loader(split, **kw, occlude="left_hand")
+    with pytest.raises(ConfigError, match=r"augment\.occlude"):
+        _loader(split, train=True, occlude="left_arm")
+
+
 def test_memmap_and_preload_give_same_batches(tmp_path: Path) -> None:
     split = TinySplit(n=12)
     np.save(tmp_path / "kp.npy", split.keypoints)

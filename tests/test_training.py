@@ -553,6 +553,47 @@ def test_test_time_rotations_average_the_rotated_evaluations(store: Path, tmp_pa
     assert isinstance(r.exception, ConfigError) and "--rotate[0]: expected" in str(r.exception)
 
 
+def test_occlude_evaluates_with_a_part_hidden(store: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from protoskel.cli import app
+    from protoskel.training.checkpoint import checkpoint_layout
+    from protoskel.training.trainer import checkpoint_probs, eval_loader, load_for_eval
+
+    cfg = load_config(_recipe(tmp_path), ["train.epochs=2"])
+    train(cfg, store, tmp_path / "run", progress=False)
+    ck_path = tmp_path / "run" / "last.pt"
+    ck, model, cfg = load_for_eval(ck_path)
+    lay = checkpoint_layout(ck)
+    part = next(iter(lay.parts))
+    plain, labels, _, _ = checkpoint_probs(ck_path, store)
+    hidden, labels2, _, _ = checkpoint_probs(ck_path, store, occlude=part)
+    assert (labels == labels2).all() and not np.allclose(hidden, plain)
+    # The same as predicting batches of the occluding loader by hand.
+    from protoskel.data.store import open_store
+
+    loader = eval_loader(open_store(store).split("val"), lay, cfg, occlude=part)
+    with torch.no_grad():
+        by_hand = torch.cat([model(x).softmax(1) for x, _ in loader]).numpy()
+    np.testing.assert_allclose(hidden, by_hand[: len(labels)], rtol=1e-5, atol=1e-6)
+    m = evaluate(ck_path, store, occlude=part)
+    assert m["occluded_part"] == part
+    assert m["top1"] == pytest.approx(100 * float((hidden.argmax(1) == labels).mean()))
+    r = CliRunner().invoke(
+        app, ["eval", str(ck_path), "--data", str(store), "--json", "--occlude", part]
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["top1"] == pytest.approx(m["top1"])
+    r = CliRunner().invoke(
+        app,
+        ["ensemble", str(ck_path), str(ck_path), "--data", str(store), "--json", "--occlude", part],
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["occluded_part"] == part
+    r = CliRunner().invoke(app, ["eval", str(ck_path), "--data", str(store), "--occlude", "tail"])
+    assert isinstance(r.exception, ConfigError) and "has no part 'tail'" in str(r.exception)
+
+
 def test_test_time_mirror_averages_each_clip_with_its_mirror(store: Path, tmp_path: Path) -> None:
     from protoskel.training.checkpoint import checkpoint_layout
     from protoskel.training.trainer import checkpoint_probs, eval_loader, load_for_eval

@@ -257,6 +257,18 @@ _RotateOption = Annotated[
 ]
 
 
+# Shared by eval and ensemble: a robustness test, never part of a recipe.
+_OccludeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--occlude",
+        help="Hide this body part of the layout (e.g. left_arm) in every test clip, for all its "
+        "frames: its joints sit on the nearest joint outside it, as augment.occlude does. "
+        "Measures robustness to a lost limb.",
+    ),
+]
+
+
 def _rotations(text: str | None) -> list[Any] | None:
     """Parse ``--rotate`` (None: keep the recipe's)."""
     if text is None:
@@ -284,6 +296,7 @@ def eval_cmd(
     ] = None,
     flip: _FlipOption = None,
     rotate: _RotateOption = None,
+    occlude: _OccludeOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Evaluate a checkpoint: top-1, top-5, mean class and per-class accuracy."""
@@ -297,6 +310,7 @@ def eval_cmd(
         confusion_png=confusion,
         flip=flip,
         rotate=_rotations(rotate),
+        occlude=occlude,
     )
     if as_json:
         echo_json(m)
@@ -320,6 +334,7 @@ def ensemble_cmd(
     split: Annotated[str | None, typer.Option("--split", help="Split (default: val).")] = None,
     flip: _FlipOption = None,
     rotate: _RotateOption = None,
+    occlude: _OccludeOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Fuse several checkpoints' class probabilities."""
@@ -336,7 +351,14 @@ def ensemble_cmd(
             ) from None
     rot = _rotations(rotate)
     m = ensemble(
-        list(checkpoints), data, weights=w, fit=fit_weights, split=split, flip=flip, rotate=rot
+        list(checkpoints),
+        data,
+        weights=w,
+        fit=fit_weights,
+        split=split,
+        flip=flip,
+        rotate=rot,
+        occlude=occlude,
     )
     if as_json:
         echo_json(m)

@@ -24,6 +24,7 @@ from protoskel.data.transforms import (
     gather_frames,
     make_stream,
     normalize,
+    occlude_parts,
     rotation_angles,
     rotation_matrices,
     stream_parts,
@@ -69,6 +70,8 @@ class ClipLoader:
     the rotation augmentation) applied after centring: each row becomes one row per rotation.
     ``mirror=True`` (evaluation only) appends the left-right mirror of each row, so a clip owns
     ``copies = 2 K R`` rows (``R`` rotations, 1 without), the mirrored ones last.
+    ``occlude`` (evaluation only) names a body part of the layout hidden in every clip for all
+    its frames, as ``augment.occlude`` hides one (a robustness test for lost limbs).
     ``rank``/``world_size`` shard each epoch's order; the order is padded by wrapping so every
     rank gets the same number of batches (at evaluation this repeats a few clips; use
     :meth:`epoch_indices` to drop them). ``set_epoch`` selects the epoch (iterating does not
@@ -98,6 +101,7 @@ class ClipLoader:
         interpolate: bool = True,
         mirror: bool = False,
         rotations: Sequence[Sequence[float]] | None = None,
+        occlude: str | None = None,
     ) -> None:
         if batch_size < 1 or num_frames < 1 or num_clips < 1:
             raise ConfigError(
@@ -138,6 +142,14 @@ class ClipLoader:
             if rotations
             else None
         )
+        if occlude is not None and self.train:
+            raise ConfigError("occlude is a test-time option; for training use augment.occlude")
+        if occlude is not None and occlude not in layout.parts:
+            raise ConfigError(
+                f"occlude: layout {layout.name!r} has no part {occlude!r}; its parts: "
+                f"{', '.join(layout.parts)}"
+            )
+        self._occlude = None if occlude is None else list(layout.parts).index(occlude)
         n_rot = 1 if self._rotations is None else self._rotations.shape[0]
         self.copies = self.num_clips * n_rot * (2 if self.mirror else 1)
         self.epoch = 0
@@ -259,6 +271,11 @@ class ClipLoader:
         x = normalize(x, self.layout, mask, **{**self.normalize, "box": False})
         if generator is not None and self.train:
             x, mask = augment(x, self.layout, self.augment, generator, mask)
+        if self._occlude is not None:
+            n = x.shape[0]
+            part = torch.full((n,), self._occlude, dtype=torch.int64)
+            whole = torch.full((n,), x.shape[2], dtype=torch.int64)
+            x = occlude_parts(x, self.layout, part, torch.zeros_like(whole), whole)
         if self._rotations is not None:
             x, mask = _with_rotations(x, mask, self._rotations)
             k *= self._rotations.shape[0]

@@ -43,6 +43,7 @@ __all__ = [
     "make_stream",
     "normalize",
     "normalize_scale",
+    "occlude_parts",
     "random_rotation",
     "rotation_angles",
     "rotation_matrices",

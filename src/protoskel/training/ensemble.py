@@ -43,16 +43,21 @@ def ensemble(
     split: str | None = None,
     flip: bool | None = None,
     rotate: list[Any] | None = None,
+    occlude: str | None = None,
 ) -> dict[str, Any]:
     """Fuse checkpoints (e.g. the four streams) on a split; optionally fit weights on held-out
-    training clips recorded in the checkpoints (never on the evaluated split)."""
+    training clips recorded in the checkpoints (never on the evaluated split).
+
+    ``occlude`` hides that body part in every clip, the held-out ones included.
+    """
     if len(checkpoints) < 2:
         raise ConfigError("ensemble needs at least two checkpoints")
     if weights is not None and fit:
         raise ConfigError("give either --weights or --fit-weights, not both")
     if weights is not None and len(weights) != len(checkpoints):
         raise ConfigError(f"{len(weights)} weights for {len(checkpoints)} checkpoints")
-    runs = [checkpoint_probs(c, data_dir, split, flip=flip, rotate=rotate) for c in checkpoints]
+    kw: dict[str, Any] = {"flip": flip, "rotate": rotate, "occlude": occlude}
+    runs = [checkpoint_probs(c, data_dir, split, **kw) for c in checkpoints]
     labels = runs[0][1]
     classes = runs[0][3]
     for r in runs[1:]:
@@ -74,10 +79,7 @@ def ensemble(
         sp = open_store(data_dir).split(train_name)
         pos = {cid: i for i, cid in enumerate(sp.ids)}
         idx = np.array([pos[c] for c in held[0]], dtype=np.int64)
-        hold = [
-            checkpoint_probs(c, data_dir, train_name, indices=idx, flip=flip, rotate=rotate)
-            for c in checkpoints
-        ]
+        hold = [checkpoint_probs(c, data_dir, train_name, indices=idx, **kw) for c in checkpoints]
         weights = fit_weights([h[0] for h in hold], hold[0][1])
         fitted_on = {"split": train_name, "clips": len(idx)}
     if weights is None:
@@ -95,4 +97,6 @@ def ensemble(
     ]
     if fitted_on:
         m["weights_fitted_on"] = fitted_on
+    if occlude is not None:
+        m["occluded_part"] = occlude
     return m

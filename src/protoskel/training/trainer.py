@@ -247,7 +247,12 @@ def _make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
 
 
 def eval_loader(
-    split: Any, layout: Layout, cfg: Config, num_clips: int | None = None, mirror: bool = False
+    split: Any,
+    layout: Layout,
+    cfg: Config,
+    num_clips: int | None = None,
+    mirror: bool = False,
+    occlude: str | None = None,
 ) -> Any:
     """The recipe's evaluation ClipLoader on a split (``num_clips`` defaults to test_clips)."""
     from protoskel.data.loader import ClipLoader
@@ -264,6 +269,7 @@ def eval_loader(
         normalize=cfg.loader_normalize(),
         mirror=mirror,
         rotations=cfg.data.test_rotate or None,
+        occlude=occlude,
     )
 
 
@@ -708,10 +714,12 @@ def checkpoint_probs(
     flip: bool | None = None,
     rotate: list[Any] | None = None,
     fix: str = "evaluate on the dataset the model was trained for",
+    occlude: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any], list[str]]:
     """Class probabilities of one checkpoint on a split (optionally a subset of its clips).
 
-    ``fix`` ends the error raised when the checkpoint's classes differ from the store's.
+    ``fix`` ends the error raised when the checkpoint's classes differ from the store's;
+    ``occlude`` names a body part hidden in every clip (see :class:`ClipLoader`).
     """
     from protoskel.data.store import open_store
 
@@ -738,7 +746,7 @@ def checkpoint_probs(
         cfg.data.test_flip = bool(flip)
     if rotate is not None:
         cfg.data.test_rotate = list(rotate)  # checked by the loader
-    loader = _loader(sp, lay, cfg, False, DistInfo())
+    loader = eval_loader(sp, lay, cfg, mirror=cfg.data.test_flip, occlude=occlude)
     probs, labels = predict_split(model, loader)
     return probs, labels, ck, list(store.classes)
 
@@ -752,10 +760,11 @@ def evaluate(
     confusion_png: str | Path | None = None,
     flip: bool | None = None,
     rotate: list[Any] | None = None,
+    occlude: str | None = None,
 ) -> dict[str, Any]:
     """top1/top5/mean_class_acc/n and per-class accuracy of a checkpoint on a prepared split."""
     probs, labels, ck, classes = checkpoint_probs(
-        checkpoint, data_dir, split, clips, flip=flip, rotate=rotate
+        checkpoint, data_dir, split, clips, flip=flip, rotate=rotate, occlude=occlude
     )
     m = classification_metrics(probs, labels, classes)
     if confusion_png is not None:
@@ -764,4 +773,6 @@ def evaluate(
         m["confusion_png"] = str(confusion_png)
     m["checkpoint"] = ck["path"]
     m["split"] = split or ck["config"]["data"]["val_split"]
+    if occlude is not None:
+        m["occluded_part"] = occlude
     return m
