@@ -160,3 +160,18 @@ def test_clip_stats_travel_and_extent_in_body_lengths() -> None:
     np.testing.assert_allclose(got["extent"][0], still, rtol=1e-5)
     walked = still + np.array([2.0 / unit, 0.0, 0.0])
     np.testing.assert_allclose(got["extent"][1], walked, rtol=1e-5)
+
+
+def test_occlusion_table_matches_eval_per_part(tmp_path: Path) -> None:
+    from protoskel.data.store import open_store
+    from protoskel.training.trainer import evaluate
+
+    occlusion = _load("occlusion")
+    store = _tiny_run(tmp_path)
+    ck = str(tmp_path / "run" / "last.pt")
+    (row,) = occlusion.occlusion_table([ck], store)
+    parts = list(open_store(store).layout.parts)
+    assert list(row["hidden"]) == parts
+    assert row["clean"] == evaluate(ck, store)["top1"]
+    assert row["hidden"][parts[1]] == evaluate(ck, store, occlude=parts[1])["top1"]
+    assert row["mean_hidden"] == sum(row["hidden"].values()) / len(parts)
