@@ -37,6 +37,7 @@ VARIANTS = {
     "fa_canonical": {"invariance": "frame_averaging", "invariance_mode": "canonical"},
     "prototype": {"head": "prototype", "head_kwargs": {"window": 2, "proto_dim": 8}},
     "stacked": {},
+    "sagcn": {"backbone": "sagcn", "kwargs": {"width": 8, "depth": 3, "heads": 2}},
 }
 #: Data settings of a variant beside its model settings: two streams stacked on channels.
 DATA_VARIANTS = {"stacked": {"stream": "joint+bone"}}
@@ -106,7 +107,7 @@ def _torch_logits(pred: Predictor, x: torch.Tensor) -> np.ndarray:
         return pred.model(x).numpy()
 
 
-@pytest.mark.parametrize("variant", ["linear", "fa", "fa_canonical", "stacked"])
+@pytest.mark.parametrize("variant", ["linear", "fa", "fa_canonical", "stacked", "sagcn"])
 def test_onnx_matches_pytorch_on_synthetic_clips(
     runs: dict[str, Path], exported: _Exports, variant: str
 ) -> None:
@@ -157,7 +158,7 @@ def test_onnx_and_torchscript_match_pytorch_on_real_nwucla_clips(
         assert np.abs(ts - ref).max() < 1e-4, variant
 
 
-@pytest.mark.parametrize("variant", ["linear", "fa", "stacked"])
+@pytest.mark.parametrize("variant", ["linear", "fa", "stacked", "sagcn"])
 def test_torchscript_matches_pytorch(
     runs: dict[str, Path], exported: _Exports, variant: str
 ) -> None:

@@ -16,6 +16,7 @@ from protoskel.models import Classifier, LinearHead, build_model, list_backbones
 from protoskel.models.backbones import stage_plan
 from protoskel.models.blocks import (
     AdaptiveGraphConv,
+    AttentionGraphConv,
     DataNorm,
     GraphConv,
     MultiScaleTemporalConv,
@@ -146,6 +147,54 @@ def test_adaptive_graph_conv_starts_from_partitions() -> None:
         AdaptiveGraphConv(4, 10, a, groups=4)
 
 
+def test_attention_graph_conv_matches_loop_reference() -> None:
+    torch.manual_seed(0)
+    lay = get_layout("coco-17")
+    a = torch.from_numpy(spatial_partitions(lay))
+    hops = torch.from_numpy(hop_distance(lay))
+    gc = AttentionGraphConv(6, 8, a, hops, heads=4, qk_channels=3, max_hop=2)
+    with torch.no_grad():
+        gc.hop_bias.add_(0.3 * torch.randn_like(gc.hop_bias))
+        gc.topology.add_(0.1 * torch.randn_like(gc.topology))
+    x = torch.randn(2, 6, 5, 17)
+    h = gc.conv(x)
+    qk = gc.qk(x)
+    expected = torch.empty_like(h)
+    for n in range(2):
+        for t in range(5):
+            for g in range(4):
+                q = qk[n, 3 * g : 3 * g + 3, t].T  # (V, d): queries of head g
+                k = qk[n, 12 + 3 * g : 12 + 3 * g + 3, t].T
+                logits = q @ k.T / math.sqrt(3)
+                for u in range(17):
+                    for v in range(17):
+                        logits[u, v] += gc.hop_bias[g, min(int(hops[u, v]), 2)]
+                r = torch.softmax(logits, dim=1) + gc.topology[g]
+                for c in range(2 * g, 2 * g + 2):
+                    expected[n, c, t] = r @ h[n, c, t]  # y_u = sum_v R[u, v] x_v
+    torch.testing.assert_close(gc(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_attention_graph_conv_starts_local_and_checks_options() -> None:
+    lay = get_layout("kinect-v1-20")
+    a = torch.from_numpy(spatial_partitions(lay))
+    hops = torch.from_numpy(hop_distance(lay))
+    gc = AttentionGraphConv(4, 8, a, hops, heads=2, qk_channels=2)
+    with torch.no_grad():
+        gc.qk.weight.zero_()
+        gc.qk.bias.zero_()
+    att = gc.attention(torch.randn(1, 4, 3, 20))  # no content signal: the hop bias alone
+    assert att.shape == (1, 2, 3, 20, 20)
+    torch.testing.assert_close(att.sum(-1), torch.ones(1, 2, 3, 20))
+    near = att[0, 0, 0][hops == 1].mean()
+    far = att[0, 0, 0][hops >= 4].mean()
+    assert near > 2.5 * far  # bias -hop: neighbours get e times the weight of 2 hops away
+    with pytest.raises(ConfigError, match="divisible"):
+        AttentionGraphConv(4, 10, a, hops, heads=4)
+    with pytest.raises(ConfigError, match="max_hop"):
+        AttentionGraphConv(4, 8, a, hops, heads=2, max_hop=0)
+
+
 def test_static_graph_conv_is_sum_over_partitions() -> None:
     torch.manual_seed(1)
     a = torch.from_numpy(spatial_partitions(get_layout("openpose-18")))
@@ -181,7 +230,7 @@ def test_data_norm_modes() -> None:
 # ---------------------------------------------------------------- backbones
 
 
-@pytest.mark.parametrize("name", ["atgcn", "stgcn"])
+@pytest.mark.parametrize("name", ["atgcn", "sagcn", "stgcn"])
 def test_builtin_backbones_are_registered(name: str) -> None:
     assert name in list_backbones()
 

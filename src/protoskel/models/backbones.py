@@ -1,13 +1,14 @@
-"""Registered backbones: ``stgcn`` (ST-GCN baseline) and ``atgcn`` (adaptive topology, default).
+"""Registered backbones: ``stgcn`` (ST-GCN baseline), ``atgcn`` (adaptive topology, the
+default) and ``sagcn`` (per-frame attention topology).
 
-Both take ``(N, C, T, V, M)`` clips, fold the M persons into the batch, and return features
+All take ``(N, C, T, V, M)`` clips, fold the M persons into the batch, and return features
 ``(N, M, C_out, T', V)``. Everything layout-specific (the graph) comes from the layout.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -16,16 +17,17 @@ from protoskel.errors import ConfigError
 from protoskel.layouts import Layout
 from protoskel.models.blocks import (
     AdaptiveGraphConv,
+    AttentionGraphConv,
     DataNorm,
     GraphConv,
     MultiScaleTemporalConv,
     STUnit,
     TemporalConv,
 )
-from protoskel.models.graph import spatial_partitions
+from protoskel.models.graph import hop_distance, spatial_partitions
 from protoskel.models.registry import register_backbone
 
-__all__ = ["ATGCN", "STGCN", "stage_plan"]
+__all__ = ["ATGCN", "SAGCN", "STGCN", "stage_plan"]
 
 
 def stage_plan(width: int, depth: int, late: bool = True) -> tuple[list[int], list[int]]:
@@ -77,6 +79,45 @@ def _check_plan(
             f"got channels={channels}, strides={strides}"
         )
     return channels, strides
+
+
+def _stack_units(
+    units: nn.Sequential,
+    name: str,
+    in_channels: int,
+    chans: Sequence[int],
+    strd: Sequence[int],
+    make_gcn: Callable[[int, int], nn.Module],
+    widen: str,
+    kernel_size: int,
+    dilations: Sequence[int],
+    dropout: float,
+) -> int:
+    """Append graph-conv + multi-scale temporal-conv units to ``units``; return the out width."""
+    if widen not in ("tcn", "gcn"):
+        raise ConfigError(f"{name}: widen must be 'tcn' or 'gcn', got {widen!r}")
+    c_prev = in_channels
+    for i, (c, s) in enumerate(zip(chans, strd, strict=True)):
+        # With widen="tcn" a transition unit's graph conv keeps the old width at full frame
+        # rate and the temporal conv widens (~20% faster per step than widening in the
+        # graph conv, as CTR-GCN does); the first unit always lifts coordinates to width.
+        c_mid = c if i == 0 or widen == "gcn" else c_prev
+        gcn = make_gcn(c_prev, c_mid)  # before the tcn: the seeded init order is part of a recipe
+        tcn = MultiScaleTemporalConv(c_mid, c, s, kernel_size, tuple(dilations))
+        units.append(
+            STUnit(
+                gcn,
+                tcn,
+                c_prev,
+                c,
+                s,
+                residual=i > 0,
+                dropout=dropout,
+                mid_channels=c_mid,
+            )
+        )
+        c_prev = c
+    return c_prev
 
 
 class _SkeletonBackbone(nn.Module):
@@ -182,22 +223,78 @@ class ATGCN(_SkeletonBackbone):
     ) -> None:
         super().__init__(layout, in_channels, num_persons)
         chans, strd = _check_plan("atgcn", channels, strides, width, depth)
-        if widen not in ("tcn", "gcn"):
-            raise ConfigError(f"atgcn: widen must be 'tcn' or 'gcn', got {widen!r}")
         a = torch.from_numpy(spatial_partitions(layout))
-        c_prev = in_channels
-        for i, (c, s) in enumerate(zip(chans, strd, strict=True)):
-            # With widen="tcn" a transition unit's graph conv keeps the old width at full frame
-            # rate and the temporal conv widens (~20% faster per step than widening in the
-            # graph conv, as CTR-GCN does); the first unit always lifts coordinates to width.
-            c_mid = c if i == 0 or widen == "gcn" else c_prev
+
+        def make_gcn(c_in: int, c_out: int) -> nn.Module:
             # Narrow models (e.g. width 8 in tests and demos) get as many groups as divide
             # their width; the default widths are multiples of 16, so defaults are unchanged.
-            g = math.gcd(groups, c_mid)
-            gcn = AdaptiveGraphConv(c_prev, c_mid, a, g, rel_channels, adaptive)
-            tcn = MultiScaleTemporalConv(c_mid, c, s, kernel_size, tuple(dilations))
-            self.units.append(
-                STUnit(gcn, tcn, c_prev, c, s, residual=i > 0, dropout=dropout, mid_channels=c_mid)
+            g = math.gcd(groups, c_out)
+            return AdaptiveGraphConv(c_in, c_out, a, g, rel_channels, adaptive)
+
+        self.out_channels = _stack_units(
+            self.units,
+            "atgcn",
+            in_channels,
+            chans,
+            strd,
+            make_gcn,
+            widen,
+            kernel_size,
+            dilations,
+            dropout,
+        )
+
+
+@register_backbone("sagcn")
+class SAGCN(_SkeletonBackbone):
+    """Self-attention GCN: atgcn's units with a per-frame attention topology in each graph conv.
+
+    Units: :class:`AttentionGraphConv` (``heads`` attention heads of ``qk_channels`` over the
+    joints of every frame, biased by hop distance along the layout's bones and added to a
+    learnable topology initialised from the layout's partitions) -> BN -> ReLU ->
+    :class:`MultiScaleTemporalConv`, with atgcn's plan, shortcuts and options. It is a second
+    model family for ensembles: atgcn refines one topology per clip, sagcn one per frame.
+    Defaults: 0.69M parameters; 4 heads, because attention over many heads of a few channels
+    is a batch of tiny matmuls, slow on CPU (8 heads cost 2x the graph conv time of 4).
+    """
+
+    def __init__(
+        self,
+        layout: Layout,
+        in_channels: int = 3,
+        *,
+        width: int = 64,
+        depth: int = 8,
+        channels: Sequence[int] | None = None,
+        strides: Sequence[int] | None = None,
+        heads: int = 4,
+        qk_channels: int = 8,
+        max_hop: int = 4,
+        kernel_size: int = 5,
+        dilations: Sequence[int] = (1, 2),
+        widen: str = "tcn",
+        dropout: float = 0.0,
+        num_persons: int | None = None,
+    ) -> None:
+        super().__init__(layout, in_channels, num_persons)
+        chans, strd = _check_plan("sagcn", channels, strides, width, depth)
+        a = torch.from_numpy(spatial_partitions(layout))
+        hops = torch.from_numpy(hop_distance(layout))
+
+        def make_gcn(c_in: int, c_out: int) -> nn.Module:
+            return AttentionGraphConv(
+                c_in, c_out, a, hops, math.gcd(heads, c_out), qk_channels, max_hop
             )
-            c_prev = c
-        self.out_channels = c_prev
+
+        self.out_channels = _stack_units(
+            self.units,
+            "sagcn",
+            in_channels,
+            chans,
+            strd,
+            make_gcn,
+            widen,
+            kernel_size,
+            dilations,
+            dropout,
+        )

@@ -19,6 +19,7 @@ from protoskel.errors import ConfigError
 
 __all__ = [
     "AdaptiveGraphConv",
+    "AttentionGraphConv",
     "DataNorm",
     "GraphConv",
     "MultiScaleTemporalConv",
@@ -166,6 +167,76 @@ class AdaptiveGraphConv(nn.Module):
         n, c, t, v = h.shape
         h = h.reshape(n, self.groups, (c // self.groups) * t, v)
         return torch.matmul(h, r.transpose(-1, -2)).view(n, c, t, v)
+
+
+class AttentionGraphConv(nn.Module):
+    """Graph convolution whose topology is self-attention over the joints of each frame.
+
+    For head h = 1..H and frame t: ``y_h(t) = R_h(t) · (x(t) W)_h`` with
+    ``R_h(t) = P_h + softmax_v(q_u(t) · k_v(t) / sqrt(d) + b_h[hop(u, v)])``:
+
+    - the attention is computed per frame (AdaptiveGraphConv pools the clip over time first),
+      so which joints a joint listens to can change while the action unfolds;
+    - ``b`` (H, max_hop + 1) is a learned bias per head and hop distance along the layout's
+      bones (pairs further apart than ``max_hop`` share the last bucket); it starts at
+      ``-hop`` so attention begins local, and it is what makes the operator layout-aware
+      without a fixed adjacency;
+    - ``P`` (H, V, V) is a learnable shared topology initialised from the layout's partitions
+      (head h from partition ``h mod K``), as in AdaptiveGraphConv.
+
+    Queries and keys come from one 1x1 conv; aggregation is one batched matmul over all heads
+    and frames. Cost per unit: O(N T V^2 H d) for the attention, small beside the 1x1 convs
+    at skeleton sizes (V <= 33).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        partitions: torch.Tensor,
+        hops: torch.Tensor,
+        heads: int = 8,
+        qk_channels: int = 8,
+        max_hop: int = 4,
+    ) -> None:
+        super().__init__()
+        if out_channels % heads:
+            raise ConfigError(
+                f"attention graph conv: out_channels={out_channels} is not divisible by "
+                f"heads={heads}; pick a width that is a multiple of the number of heads"
+            )
+        if qk_channels < 1 or max_hop < 1:
+            raise ConfigError(
+                f"attention graph conv: qk_channels and max_hop must be >= 1, got "
+                f"{qk_channels} and {max_hop}"
+            )
+        k = partitions.shape[0]
+        self.heads = heads
+        self.qk_channels = qk_channels
+        self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.qk = nn.Conv2d(in_channels, 2 * heads * qk_channels, 1)
+        self.topology = nn.Parameter(partitions[torch.arange(heads) % k].clone().float())
+        self.register_buffer("hops", hops.clamp(max=max_hop).long().clone())
+        bias = -torch.arange(max_hop + 1, dtype=torch.float32)
+        self.hop_bias = nn.Parameter(bias.repeat(heads, 1))
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-frame attention maps (N, H, T, V, V) for input x (N, C_in, T, V)."""
+        n, _, t, v = x.shape
+        h, d = self.heads, self.qk_channels
+        qk = self.qk(x).view(n, 2, h, d, t, v).permute(1, 0, 2, 4, 5, 3)  # (2, N, H, T, V, d)
+        logits = torch.matmul(qk[0], qk[1].transpose(-1, -2)) * d**-0.5
+        logits = logits + self.hop_bias[:, self.hops].unsqueeze(1)  # (H, 1, V, V) bias
+        return torch.softmax(logits, dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, T, V) -> (N, C_out, T, V)."""
+        r = self.attention(x) + self.topology.unsqueeze(1)  # (N, H, T, V, V)
+        y = self.conv(x)
+        n, c, t, v = y.shape
+        y = y.view(n, self.heads, c // self.heads, t, v).permute(0, 1, 3, 4, 2)
+        out = torch.matmul(r, y)  # (N, H, T, V, C/H)
+        return out.permute(0, 1, 4, 2, 3).reshape(n, c, t, v)
 
 
 class TemporalConv(nn.Module):
