@@ -193,6 +193,10 @@ def test_attention_graph_conv_starts_local_and_checks_options() -> None:
         AttentionGraphConv(4, 10, a, hops, heads=4)
     with pytest.raises(ConfigError, match="max_hop"):
         AttentionGraphConv(4, 8, a, hops, heads=2, max_hop=0)
+    with pytest.raises(ConfigError, match="out_channels=64 is not divisible by heads=5"):
+        build_model("sagcn", lay, 10, heads=5)
+    with pytest.raises(ConfigError, match="heads=0"):
+        build_model("sagcn", lay, 10, heads=0)
 
 
 def test_static_graph_conv_is_sum_over_partitions() -> None:

@@ -282,9 +282,9 @@ class SAGCN(_SkeletonBackbone):
         hops = torch.from_numpy(hop_distance(layout))
 
         def make_gcn(c_in: int, c_out: int) -> nn.Module:
-            return AttentionGraphConv(
-                c_in, c_out, a, hops, math.gcd(heads, c_out), qk_channels, max_hop
-            )
+            # No silent fallback to fewer heads (atgcn's groups have one): a head count is a
+            # modelling choice, so a width it does not divide is an error naming both.
+            return AttentionGraphConv(c_in, c_out, a, hops, heads, qk_channels, max_hop)
 
         self.out_channels = _stack_units(
             self.units,

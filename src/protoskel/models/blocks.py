@@ -200,7 +200,7 @@ class AttentionGraphConv(nn.Module):
         max_hop: int = 4,
     ) -> None:
         super().__init__()
-        if out_channels % heads:
+        if not isinstance(heads, int) or heads < 1 or out_channels % heads:
             raise ConfigError(
                 f"attention graph conv: out_channels={out_channels} is not divisible by "
                 f"heads={heads}; pick a width that is a multiple of the number of heads"
