@@ -81,45 +81,6 @@ def _check_plan(
     return channels, strides
 
 
-def _stack_units(
-    units: nn.Sequential,
-    name: str,
-    in_channels: int,
-    chans: Sequence[int],
-    strd: Sequence[int],
-    make_gcn: Callable[[int, int], nn.Module],
-    widen: str,
-    kernel_size: int,
-    dilations: Sequence[int],
-    dropout: float,
-) -> int:
-    """Append graph-conv + multi-scale temporal-conv units to ``units``; return the out width."""
-    if widen not in ("tcn", "gcn"):
-        raise ConfigError(f"{name}: widen must be 'tcn' or 'gcn', got {widen!r}")
-    c_prev = in_channels
-    for i, (c, s) in enumerate(zip(chans, strd, strict=True)):
-        # With widen="tcn" a transition unit's graph conv keeps the old width at full frame
-        # rate and the temporal conv widens (~20% faster per step than widening in the
-        # graph conv, as CTR-GCN does); the first unit always lifts coordinates to width.
-        c_mid = c if i == 0 or widen == "gcn" else c_prev
-        gcn = make_gcn(c_prev, c_mid)  # before the tcn: the seeded init order is part of a recipe
-        tcn = MultiScaleTemporalConv(c_mid, c, s, kernel_size, tuple(dilations))
-        units.append(
-            STUnit(
-                gcn,
-                tcn,
-                c_prev,
-                c,
-                s,
-                residual=i > 0,
-                dropout=dropout,
-                mid_channels=c_mid,
-            )
-        )
-        c_prev = c
-    return c_prev
-
-
 class _SkeletonBackbone(nn.Module):
     """Shared input/output handling: fold persons into the batch, unfold at the end."""
 
@@ -134,6 +95,37 @@ class _SkeletonBackbone(nn.Module):
         self.in_channels = in_channels
         self.data_norm = DataNorm(in_channels, layout.num_joints, num_persons)
         self.units = nn.Sequential()
+
+    def _stack_units(
+        self,
+        name: str,
+        chans: Sequence[int],
+        strd: Sequence[int],
+        make_gcn: Callable[[int, int], nn.Module],
+        widen: str,
+        kernel_size: int,
+        dilations: Sequence[int],
+        dropout: float,
+    ) -> None:
+        """Append graph-conv + multi-scale temporal-conv units; set ``out_channels``."""
+        if widen not in ("tcn", "gcn"):
+            raise ConfigError(f"{name}: widen must be 'tcn' or 'gcn', got {widen!r}")
+        c_prev = self.in_channels
+        for i, (c, s) in enumerate(zip(chans, strd, strict=True)):
+            # With widen="tcn" a transition unit's graph conv keeps the old width at full frame
+            # rate and the temporal conv widens (~20% faster per step than widening in the
+            # graph conv, as CTR-GCN does); the first unit always lifts coordinates to width.
+            c_mid = c if i == 0 or widen == "gcn" else c_prev
+            # The graph conv is built before the temporal conv: the seeded init order is part of
+            # a recipe (shipped checkpoints are reproduced from it).
+            gcn = make_gcn(c_prev, c_mid)
+            tcn = MultiScaleTemporalConv(c_mid, c, s, kernel_size, tuple(dilations))
+            unit = STUnit(
+                gcn, tcn, c_prev, c, s, residual=i > 0, dropout=dropout, mid_channels=c_mid
+            )
+            self.units.append(unit)
+            c_prev = c
+        self.out_channels = c_prev
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, T, V, M) -> features (N, M, C_out, T', V)."""
@@ -231,18 +223,7 @@ class ATGCN(_SkeletonBackbone):
             g = math.gcd(groups, c_out)
             return AdaptiveGraphConv(c_in, c_out, a, g, rel_channels, adaptive)
 
-        self.out_channels = _stack_units(
-            self.units,
-            "atgcn",
-            in_channels,
-            chans,
-            strd,
-            make_gcn,
-            widen,
-            kernel_size,
-            dilations,
-            dropout,
-        )
+        self._stack_units("atgcn", chans, strd, make_gcn, widen, kernel_size, dilations, dropout)
 
 
 @register_backbone("sagcn")
@@ -286,15 +267,4 @@ class SAGCN(_SkeletonBackbone):
             # modelling choice, so a width it does not divide is an error naming both.
             return AttentionGraphConv(c_in, c_out, a, hops, heads, qk_channels, max_hop)
 
-        self.out_channels = _stack_units(
-            self.units,
-            "sagcn",
-            in_channels,
-            chans,
-            strd,
-            make_gcn,
-            widen,
-            kernel_size,
-            dilations,
-            dropout,
-        )
+        self._stack_units("sagcn", chans, strd, make_gcn, widen, kernel_size, dilations, dropout)
