@@ -106,6 +106,10 @@ class TrainConfig:
     # symmetric KL divergence between the two predictions; 0 turns it off.
     view_weight: float = 0.0
     view_pattern: str = ""
+    # Sharpness-aware minimisation (protoskel.training.sam): each step also takes the gradient
+    # at the weights moved by sam_rho along the normalised gradient and steps with it (two
+    # forwards and backwards per step); 0 turns it off. Foret et al. use 0.05 with SGD.
+    sam_rho: float = 0.0
     # Prototype heads only: last-layer fine-tuning after projecting prototypes (ProtoPNet).
     push_epochs: int = 20
     push_lr: float = 1e-3
@@ -241,6 +245,7 @@ class Config:
                 "train.view_weight",
                 "is not supported with train.mixup or the prototype head; turn one of them off",
             ),
+            (self.train.sam_rho >= 0, "train.sam_rho", "must be >= 0 (0 turns it off)"),
             (self.train.push_epochs >= 0, "train.push_epochs", "must be >= 0"),
             (self.train.push_lr > 0, "train.push_lr", "must be > 0"),
             (0 <= self.model.dropout < 1, "model.dropout", "must be in [0, 1)"),

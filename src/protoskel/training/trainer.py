@@ -35,6 +35,7 @@ from protoskel.training.distributed import (
 )
 from protoskel.training.metrics import classification_metrics, save_confusion_png
 from protoskel.training.mixing import mix_batch, mix_rng
+from protoskel.training.sam import kept_batchnorm_stats, sam_ascend, sam_return
 from protoskel.training.views import pick_partners, symmetric_kl, view_partners
 
 # Stream tag of the cross-view partner draws, apart from the loader's order (0) and batch (1)
@@ -572,6 +573,42 @@ def train(
 
     mixing, mode, smoothing = cfg.train.mixup > 0, cfg.train.mixup_mode, cfg.train.label_smoothing
     paces: list[float] = []
+
+    def batch_loss(
+        x: torch.Tensor,
+        y: torch.Tensor,
+        x2: torch.Tensor | None,
+        y2: torch.Tensor | None,
+        perm: torch.Tensor | None,
+        lam: float,
+        rows: np.ndarray,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and logits of one batch (a function, as SAM evaluates it twice)."""
+        if partners is None:
+            logits = net(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
+        else:
+            # One forward over both views keeps DDP at one forward per backward.
+            both = net(torch.cat([x, x2]))
+            logits, other_view = both[: len(y)], both[len(y) :]
+            loss = (
+                F.cross_entropy(logits, y, label_smoothing=smoothing)
+                + F.cross_entropy(other_view, y2, label_smoothing=smoothing)
+            ) / 2
+            loss = loss + cfg.train.view_weight * symmetric_kl(logits, other_view)
+        if perm is not None:
+            other = F.cross_entropy(logits, y[perm], label_smoothing=smoothing)
+            loss = lam * loss + (1 - lam) * other
+        if soft is not None:
+            target = soft[torch.as_tensor(rows)]
+            if perm is not None:
+                target = lam * target + (1 - lam) * target[perm]
+            kd = distill_loss(logits, target, temp)
+            loss = (1 - alpha) * loss + alpha * kd
+        if proto is not None:
+            loss = loss + proto.weighted_aux_loss(None, y)
+        return loss, logits
+
     with _progress(progress and dist.is_main) as bar:
         for epoch in range(start_epoch, end_epoch):
             t0 = time.perf_counter()
@@ -593,33 +630,26 @@ def train(
                         x, perm, lam = mix_batch(x, layout, mode, cfg.train.mixup, rng)
                 at = it * train_loader.batch_size
                 rows = order[at : at + len(y)]
-                if partners is None:
-                    logits = net(x)
-                    loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
-                else:
+                x2 = y2 = None
+                if partners is not None:
                     g = seeded_generator(cfg.train.seed, epoch, _VIEWS, dist.rank, it)
                     x2, y2 = train_loader.batch(pick_partners(partners, rows, g), g)
-                    # One forward over both views keeps DDP at one forward per backward.
-                    both = net(torch.cat([x, x2]))
-                    logits, other_view = both[: len(y)], both[len(y) :]
-                    loss = (
-                        F.cross_entropy(logits, y, label_smoothing=smoothing)
-                        + F.cross_entropy(other_view, y2, label_smoothing=smoothing)
-                    ) / 2
-                    loss = loss + cfg.train.view_weight * symmetric_kl(logits, other_view)
-                if perm is not None:
-                    other = F.cross_entropy(logits, y[perm], label_smoothing=smoothing)
-                    loss = lam * loss + (1 - lam) * other
-                if soft is not None:
-                    target = soft[torch.as_tensor(rows)]
-                    if perm is not None:
-                        target = lam * target + (1 - lam) * target[perm]
-                    kd = distill_loss(logits, target, temp)
-                    loss = (1 - alpha) * loss + alpha * kd
-                if proto is not None:
-                    loss = loss + proto.weighted_aux_loss(None, y)
                 optimizer.zero_grad(set_to_none=True)
+                draws = torch.get_rng_state() if cfg.train.sam_rho > 0 else None
+                loss, logits = batch_loss(x, y, x2, y2, perm, lam, rows)
                 loss.backward()
+                if draws is not None:
+                    moves = sam_ascend(model, cfg.train.sam_rho)
+                    optimizer.zero_grad(set_to_none=True)
+                    # The same random draws (e.g. frame averaging's sampled frame) as the
+                    # first pass, so both gradients see one input, and the run's draws stay
+                    # those of a run without SAM.
+                    after = torch.get_rng_state()
+                    torch.set_rng_state(draws)
+                    with kept_batchnorm_stats(model):
+                        batch_loss(x, y, x2, y2, perm, lam, rows)[0].backward()
+                    torch.set_rng_state(after)
+                    sam_return(moves)
                 optimizer.step()
                 if ema is not None:
                     ema.update(model)
