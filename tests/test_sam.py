@@ -142,3 +142,28 @@ def test_negative_rho_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(RECIPE))
     with pytest.raises(ConfigError, match=r"train\.sam_rho: must be >= 0"):
         load_config(tmp_path / "r.yaml", ["train.sam_rho=-0.1"])
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"train": {"mixup": 0.4, "mixup_mode": "parts"}},
+        {"train": {"view_weight": 1.0, "view_pattern": "_nomatch$"}},
+        {"model": {"head": "prototype", "head_kwargs": {"window": 2}, "dropout": 0.0}},
+        {"model": {"invariance": "frame_averaging", "invariance_train": "sample"}},
+    ],
+    ids=["mixup", "cross-view", "prototype", "frame-averaging"],
+)
+def test_sam_composes_with_the_other_training_options(tmp_path: Path, extra: dict) -> None:
+    store = write_tiny_store(tmp_path / "store")
+    recipe = {k: {**v, **extra.get(k, {})} for k, v in RECIPE.items()}
+    recipe["train"].update(epochs=2, batch_size=12, push_epochs=1)
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    res = train(load_config(tmp_path / "r.yaml"), store, tmp_path / "sam", progress=False)
+    assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in res["history"])
+    plain = load_config(tmp_path / "r.yaml", ["train.sam_rho=0.0"])
+    train(plain, store, tmp_path / "plain", progress=False)
+    a = load_checkpoint(tmp_path / "sam" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "plain" / "last.pt")["model"]
+    floats = [k for k in a if isinstance(a[k], torch.Tensor) and a[k].is_floating_point()]
+    assert not all(torch.allclose(a[k], b[k]) for k in floats)
