@@ -269,6 +269,17 @@ _OccludeOption = Annotated[
 ]
 
 
+# Shared by eval and ensemble: the probabilities as a prediction file for compare.
+_SaveProbsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--save-probs",
+        help="Also write the class probabilities, clip ids and labels to this .npz file "
+        "(input to protoskel compare).",
+    ),
+]
+
+
 def _rotations(text: str | None) -> list[Any] | None:
     """Parse ``--rotate`` (None: keep the recipe's)."""
     if text is None:
@@ -297,6 +308,7 @@ def eval_cmd(
     flip: _FlipOption = None,
     rotate: _RotateOption = None,
     occlude: _OccludeOption = None,
+    save_probs: _SaveProbsOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Evaluate a checkpoint: top-1, top-5, mean class and per-class accuracy."""
@@ -311,6 +323,7 @@ def eval_cmd(
         flip=flip,
         rotate=_rotations(rotate),
         occlude=occlude,
+        save_probs=save_probs,
     )
     if as_json:
         echo_json(m)
@@ -335,6 +348,7 @@ def ensemble_cmd(
     flip: _FlipOption = None,
     rotate: _RotateOption = None,
     occlude: _OccludeOption = None,
+    save_probs: _SaveProbsOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Fuse several checkpoints' class probabilities."""
@@ -359,6 +373,7 @@ def ensemble_cmd(
         flip=flip,
         rotate=rot,
         occlude=occlude,
+        save_probs=save_probs,
     )
     if as_json:
         echo_json(m)
@@ -366,6 +381,41 @@ def ensemble_cmd(
     for mem, wt in zip(m["members"], m["weights"], strict=True):
         typer.echo(f"  w={wt:.2f}  {mem['stream']:<12} top1 {mem['top1']:.2f}  {mem['checkpoint']}")
     typer.echo("ensemble: " + _metrics_summary(m))
+
+
+@app.command("compare")
+def compare_cmd(
+    first: Annotated[str, typer.Argument(help="Checkpoint, shipped name or prediction .npz.")],
+    second: Annotated[str, typer.Argument(help="Checkpoint, shipped name or prediction .npz.")],
+    data: Annotated[
+        str | None, typer.Option("--data", help="Prepared dataset (for checkpoints).")
+    ] = None,
+    split: Annotated[str | None, typer.Option("--split", help="Split (default: val).")] = None,
+    flip: _FlipOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Compare two models on the same clips: top-1 with 95 % intervals, McNemar's exact test."""
+    from protoskel.training.compare import compare_predictions, predictions_of
+
+    a = predictions_of(first, data, split, flip)
+    b = predictions_of(second, data, split, flip)
+    r = compare_predictions(a, b, (first, second))
+    if as_json:
+        echo_json(r)
+        return
+    for key in ("a", "b"):
+        s = r[key]
+        lo, hi = s["top1_ci95"]
+        typer.echo(
+            f"{key.upper()}  top1 {s['top1']:6.2f}  95% CI [{lo:5.2f}, {hi:5.2f}]  "
+            f"{s['correct']}/{r['n']}  {s['name']}"
+        )
+    typer.echo(
+        f"B - A {r['difference']:+.2f} points; only A right {r['only_a_right']}, only B right "
+        f"{r['only_b_right']}, both wrong {r['both_wrong']}; same prediction on "
+        f"{r['agreement']:.1f} % of clips"
+    )
+    typer.echo(f"McNemar exact p = {r['mcnemar_p']:.3g}")
 
 
 @models_app.command("list")

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from protoskel.errors import CheckpointError, ConfigError
+from protoskel.training.compare import check_predictions_path
 from protoskel.training.metrics import classification_metrics
-from protoskel.training.trainer import checkpoint_probs
+from protoskel.training.trainer import checkpoint_probs, effective_flip, save_split_predictions
 
 __all__ = ["ensemble", "fit_weights"]
 
@@ -44,12 +45,16 @@ def ensemble(
     flip: bool | None = None,
     rotate: list[Any] | None = None,
     occlude: str | None = None,
+    save_probs: str | Path | None = None,
 ) -> dict[str, Any]:
     """Fuse checkpoints (e.g. the four streams) on a split; optionally fit weights on held-out
     training clips recorded in the checkpoints (never on the evaluated split).
 
-    ``occlude`` hides that body part in every clip, the held-out ones included.
+    ``occlude`` hides that body part in every clip, the held-out ones included;
+    ``save_probs`` writes the fused probabilities as a prediction file for ``compare``.
     """
+    if save_probs is not None:
+        check_predictions_path(save_probs)
     if len(checkpoints) < 2:
         raise ConfigError("ensemble needs at least two checkpoints")
     if weights is not None and fit:
@@ -99,4 +104,15 @@ def ensemble(
         m["weights_fitted_on"] = fitted_on
     if occlude is not None:
         m["occluded_part"] = occlude
+    m["split"] = split or runs[0][2]["config"]["data"]["val_split"]
+    if save_probs is not None:
+        source = {
+            "checkpoints": [r[2]["path"] for r in runs],
+            "weights": m["weights"],
+            "flip": [effective_flip(flip, r[2]) for r in runs],
+            "rotate": rotate,
+        }
+        m["probs_file"] = str(
+            save_split_predictions(save_probs, fused, labels, data_dir, m, source)
+        )
     return m

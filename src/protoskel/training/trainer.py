@@ -791,8 +791,16 @@ def evaluate(
     flip: bool | None = None,
     rotate: list[Any] | None = None,
     occlude: str | None = None,
+    save_probs: str | Path | None = None,
 ) -> dict[str, Any]:
-    """top1/top5/mean_class_acc/n and per-class accuracy of a checkpoint on a prepared split."""
+    """top1/top5/mean_class_acc/n and per-class accuracy of a checkpoint on a prepared split.
+
+    ``save_probs`` writes the class probabilities as a prediction file for ``compare``.
+    """
+    from protoskel.training.compare import check_predictions_path
+
+    if save_probs is not None:
+        check_predictions_path(save_probs)
     probs, labels, ck, classes = checkpoint_probs(
         checkpoint, data_dir, split, clips, flip=flip, rotate=rotate, occlude=occlude
     )
@@ -805,4 +813,39 @@ def evaluate(
     m["split"] = split or ck["config"]["data"]["val_split"]
     if occlude is not None:
         m["occluded_part"] = occlude
+    if save_probs is not None:
+        source = {
+            "checkpoint": ck["path"],
+            "flip": effective_flip(flip, ck),
+            "clips": clips,
+            "rotate": rotate,
+        }
+        m["probs_file"] = str(
+            save_split_predictions(save_probs, probs, labels, data_dir, m, source)
+        )
     return m
+
+
+def effective_flip(flip: bool | None, ck: dict[str, Any]) -> bool:
+    """The mirror setting an evaluation used: the option, else the checkpoint's recipe."""
+    return bool(ck["config"]["data"].get("test_flip")) if flip is None else bool(flip)
+
+
+def save_split_predictions(
+    path: str | Path,
+    probs: np.ndarray,
+    labels: np.ndarray,
+    data_dir: str | Path,
+    metrics: dict[str, Any],
+    source: dict[str, Any],
+) -> Path:
+    """Write probabilities on ``metrics["split"]`` of a store, with its clip ids and classes."""
+    from protoskel.data.store import open_store
+    from protoskel.training.compare import Predictions, save_predictions
+
+    store = open_store(data_dir)
+    sp = store.split(metrics["split"])
+    info = {**source, "data": str(data_dir), "split": metrics["split"], "top1": metrics["top1"]}
+    if metrics.get("occluded_part"):
+        info["occlude"] = metrics["occluded_part"]
+    return save_predictions(path, Predictions(probs, labels, sp.ids, list(store.classes), info))

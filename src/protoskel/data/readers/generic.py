@@ -25,6 +25,7 @@ from protoskel.layouts import Layout, get_layout, list_layouts
 __all__ = [
     "MAX_FRAMES",
     "MAX_PERSONS",
+    "atomic_write",
     "read_generic",
     "read_generic_csv",
     "read_generic_npz",
@@ -534,7 +535,7 @@ def read_generic(path: str | Path, layout: str | Path | Layout | None = None) ->
 
 
 # ---------------------------------------------------------------- writers
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Write through a temp file in the target folder, then rename over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same folder, so os.replace is an atomic rename; plain open() (not mkstemp) so the file
@@ -591,7 +592,7 @@ def write_generic_npz(
     for key in ("subject", "view"):
         if getattr(seq, key) is not None:
             arrays[key] = np.array(int(getattr(seq, key)), dtype=np.int64)
-    return _atomic_write(Path(path), lambda f: np.savez(f, **arrays))
+    return atomic_write(Path(path), lambda f: np.savez(f, **arrays))
 
 
 def write_generic_csv(
@@ -628,4 +629,4 @@ def write_generic_csv(
         # %.9g keeps every float32 exactly, so a CSV round trip is lossless.
         lines.append(f"{t},{m}," + ",".join(f"{x:.9g}" for x in row))
     data = ("\n".join(lines) + "\n").encode("utf-8")
-    return _atomic_write(Path(path), lambda f: f.write(data))
+    return atomic_write(Path(path), lambda f: f.write(data))
