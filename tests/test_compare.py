@@ -186,6 +186,10 @@ def test_compare_and_save_probs_errors(runs, tmp_path: Path, monkeypatch, capsys
     assert code == 2 and "needs --data" in err
     code, _, err = run(monkeypatch, capsys, "compare", str(tmp_path / "none.npz"), str(one))
     assert code == 2 and "none.npz: no such prediction file" in err
+    evaluate(one, store, save_probs=tmp_path / "1.npz")
+    code, _, err = run(monkeypatch, capsys, "compare", str(tmp_path / "1.npz"), str(one), "--flip")
+    assert code == 2 and "1.npz: --split and --flip apply to checkpoints only" in err
+    (tmp_path / "1.npz").unlink()
     bad = ["eval", str(one), "--data", str(store), "--save-probs", str(tmp_path / "p.csv")]
     code, _, err = run(monkeypatch, capsys, *bad)
     assert code == 2 and "p.csv: prediction files are .npz" in err

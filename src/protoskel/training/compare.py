@@ -176,6 +176,12 @@ def predictions_of(
     if Path(source).suffix == ".npz":
         if not Path(source).is_file():
             raise ConfigError(f"{source}: no such prediction file")
+        if split is not None or flip is not None:
+            # The file holds probabilities already computed with its own settings.
+            raise ConfigError(
+                f"{source}: --split and --flip apply to checkpoints only; a prediction file "
+                "keeps the settings it was written with (see its source)"
+            )
         return load_predictions(source)
     if data_dir is None:
         raise ConfigError(f"{source}: a checkpoint needs --data to be evaluated on")
