@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 import yaml
 
 from _tiny import tiny_recipe, write_tiny_store
-from protoskel.cli import main
+from conftest import Cli
 from protoskel.errors import ConfigError
 from protoskel.training.compare import (
     Predictions,
@@ -24,18 +23,6 @@ from protoskel.training.compare import (
 )
 from protoskel.training.config import load_config
 from protoskel.training.trainer import evaluate, train
-
-
-def run(monkeypatch: pytest.MonkeyPatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run the CLI entry point; returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["protoskel", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -141,20 +128,16 @@ def test_saved_probabilities_reproduce_the_evaluation(runs, tmp_path: Path) -> N
     assert pred.source["split"] == "val" and pred.source["flip"] is False
 
 
-def test_compare_cli_on_checkpoints_and_files(runs, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_compare_cli_on_checkpoints_and_files(runs, tmp_path: Path, cli: Cli) -> None:
     store, one, two = runs
     d = ["--data", str(store)]
-    code, _, err = run(
-        monkeypatch, capsys, "eval", str(one), *d, "--save-probs", str(tmp_path / "1.npz")
-    )
+    code, _, err = cli("eval", str(one), *d, "--save-probs", str(tmp_path / "1.npz"))
     assert code == 0, err
-    code, out, err = run(
-        monkeypatch, capsys, "compare", str(tmp_path / "1.npz"), str(one), *d, "--json"
-    )
+    code, out, err = cli("compare", str(tmp_path / "1.npz"), str(one), *d, "--json")
     assert code == 0, err
     same = json.loads(out)
     assert same["agreement"] == 100.0 and same["mcnemar_p"] == 1.0 and same["n"] == 15
-    code, out, err = run(monkeypatch, capsys, "compare", str(one), str(two), *d, "--json")
+    code, out, err = cli("compare", str(one), str(two), *d, "--json")
     r = json.loads(out)
     want = compare_predictions(
         load_predictions(tmp_path / "1.npz"),
@@ -164,11 +147,11 @@ def test_compare_cli_on_checkpoints_and_files(runs, tmp_path: Path, monkeypatch,
     assert {k: r[k] for k in ("only_a_right", "only_b_right", "mcnemar_p")} == {
         k: want[k] for k in ("only_a_right", "only_b_right", "mcnemar_p")
     }
-    code, out, _ = run(monkeypatch, capsys, "compare", str(one), str(two), *d)
+    code, out, _ = cli("compare", str(one), str(two), *d)
     assert code == 0 and "McNemar exact p = " in out and "95% CI" in out
     # An ensemble's fused probabilities are a prediction file too.
     ens = ["ensemble", str(one), str(two), *d, "--save-probs", str(tmp_path / "e.npz"), "--json"]
-    code, out, err = run(monkeypatch, capsys, *ens)
+    code, out, err = cli(*ens)
     assert code == 0, err
     fused = load_predictions(tmp_path / "e.npz")
     assert 100 * fused.correct.mean() == pytest.approx(json.loads(out)["top1"])
@@ -180,20 +163,20 @@ def _saved(ck: Path, store: Path, path: Path) -> Path:
     return path
 
 
-def test_compare_and_save_probs_errors(runs, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_compare_and_save_probs_errors(runs, tmp_path: Path, cli: Cli) -> None:
     store, one, two = runs
-    code, _, err = run(monkeypatch, capsys, "compare", str(one), str(two))
+    code, _, err = cli("compare", str(one), str(two))
     assert code == 2 and "needs --data" in err
-    code, _, err = run(monkeypatch, capsys, "compare", str(tmp_path / "none.npz"), str(one))
+    code, _, err = cli("compare", str(tmp_path / "none.npz"), str(one))
     assert code == 2 and "none.npz: no such prediction file" in err
     evaluate(one, store, save_probs=tmp_path / "1.npz")
-    code, _, err = run(monkeypatch, capsys, "compare", str(tmp_path / "1.npz"), str(one), "--flip")
+    code, _, err = cli("compare", str(tmp_path / "1.npz"), str(one), "--flip")
     assert code == 2 and "1.npz: --split and --flip apply to checkpoints only" in err
     (tmp_path / "1.npz").unlink()
     bad = ["eval", str(one), "--data", str(store), "--save-probs", str(tmp_path / "p.csv")]
-    code, _, err = run(monkeypatch, capsys, *bad)
+    code, _, err = cli(*bad)
     assert code == 2 and "p.csv: prediction files are .npz" in err
     bad = ["ensemble", str(one), str(two), "--data", str(store), "--save-probs", "x.json"]
-    code, _, err = run(monkeypatch, capsys, *bad)
+    code, _, err = cli(*bad)
     assert code == 2 and "x.json: prediction files are .npz" in err
     assert list(tmp_path.iterdir()) == []

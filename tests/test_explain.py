@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import dataset_dir, media_file
+from conftest import Cli, dataset_dir, media_file
 from protoskel.data.readers.generic import write_generic_npz
 from protoskel.data.store import open_store, write_store
 from protoskel.errors import ConfigError, ProtoskelError
@@ -31,7 +31,7 @@ from protoskel.inference import Predictor, load_input
 from protoskel.models.prototypes import find_prototype_head
 from protoskel.training.config import config_from_dict
 from protoskel.training.trainer import train
-from test_inference import TINY_CFG, Cli, make_cli, train_tiny
+from test_inference import TINY_CFG, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +43,6 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out["clip"] = write_generic_npz(open_store(out["store"]).split("val").get(1), root / "c.npz")
     out["report"] = write_report(out["ck"], out["clip"], root / "report", data_root=out["store"])
     return out
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
-    """Run the CLI entry point with some arguments; returns (exit code, stdout, stderr)."""
-    return make_cli(monkeypatch, capsys)
 
 
 def no_web_resources(text: str) -> bool:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import media_file
-from protoskel.cli import main
+from conftest import Cli, media_file
 from protoskel.data.loader import ClipLoader
 from protoskel.data.readers.generic import write_generic_npz
 from protoskel.data.sequence import SkeletonSequence
@@ -70,31 +67,6 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out["linear"] = train_tiny(root, "linear", epochs=1)["ck"]
     out["clip"] = write_generic_npz(open_store(out["store"]).split("val").get(0), root / "c.npz")
     return out
-
-
-Cli = Callable[..., tuple[int, str, str]]
-
-
-def make_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
-    """A function running the CLI entry point; it returns (exit code, stdout, stderr)."""
-
-    def call(*args: object) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["protoskel", *map(str, args)])
-        code = 0
-        try:
-            main()
-        except SystemExit as e:
-            code = int(e.code or 0)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return call
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
-    """Run the CLI entry point with some arguments; returns (exit code, stdout, stderr)."""
-    return make_cli(monkeypatch, capsys)
 
 
 # ------------------------------------------------------------------------------ Predictor
