@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.io
 
-from protoskel.cli import main
+from conftest import make_cli
 from protoskel.data.readers.generic import write_generic_csv, write_generic_npz
 from protoskel.data.sequence import SkeletonSequence
 from protoskel.data.store import open_store
@@ -19,14 +18,7 @@ from protoskel.data.store import open_store
 
 def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     """Run the CLI entry point; returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["protoskel", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+    return make_cli(monkeypatch, capsys)(*args)
 
 
 def no_leftovers(folder: Path) -> bool:
