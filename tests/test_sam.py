@@ -167,3 +167,26 @@ def test_sam_composes_with_the_other_training_options(tmp_path: Path, extra: dic
     b = load_checkpoint(tmp_path / "plain" / "last.pt")["model"]
     floats = [k for k in a if isinstance(a[k], torch.Tensor) and a[k].is_floating_point()]
     assert not all(torch.allclose(a[k], b[k]) for k in floats)
+
+
+def test_a_run_from_before_sam_resumes(tmp_path: Path) -> None:
+    """A checkpoint written before train.sam_rho existed has no such key; it resumes as 0."""
+    from protoskel.training.checkpoint import save_checkpoint
+
+    store = write_tiny_store(tmp_path / "store")
+    recipe = {**RECIPE, "train": {**RECIPE["train"], "epochs": 2, "sam_rho": 0.0}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    cfg = load_config(tmp_path / "r.yaml")
+    train(cfg, store, tmp_path / "full", progress=False)
+    train(cfg, store, tmp_path / "part", progress=False, max_epochs=1)
+    ck = load_checkpoint(tmp_path / "part" / "last.pt")
+    del ck["config"]["train"]["sam_rho"]
+    save_checkpoint({k: v for k, v in ck.items() if k not in ("format", "version", "path")},
+                    tmp_path / "part" / "last.pt")  # fmt: skip
+    train(cfg, store, tmp_path / "part", resume=True, progress=False)
+    a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "part" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ConfigError, match="different config"):
+        other = load_config(tmp_path / "r.yaml", ["train.sam_rho=0.05"])
+        train(other, store, tmp_path / "part", resume=True, progress=False)

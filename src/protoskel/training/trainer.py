@@ -529,7 +529,10 @@ def train(
         if not last_path.is_file():
             raise CheckpointError(f"{last_path}: --resume given but there is no last.pt to resume")
         ck = load_checkpoint(last_path)
-        if _resume_view(ck["config"]) != _resume_view(cfg.to_dict()):
+        # Through the config class, so an option added after the run started (absent from
+        # the checkpoint) compares at its default instead of as a difference.
+        saved = config_from_dict(ck["config"]).to_dict()
+        if _resume_view(saved) != _resume_view(cfg.to_dict()):
             raise ConfigError(
                 f"{last_path}: the run was started with a different config; resume with the "
                 "same config and --set values (only train.eval_every and train.threads may "
