@@ -217,6 +217,34 @@ def test_prepare_to_layout_reorders_joints_by_name(tmp_path: Path, monkeypatch, 
     assert not (tmp_path / "p").exists() and no_leftovers(tmp_path)
 
 
+def test_prepare_a_published_subject_split(tmp_path: Path, monkeypatch, capsys) -> None:
+    src = fake_utkinect(tmp_path)
+    # Three rows as in tr_te_splits.mat; the last leaves subject 2 out of both sides.
+    tr, te = np.array([[1], [2], [1]]), np.array([[2], [1], [3]])
+    scipy.io.savemat(src / "tr_te_splits.mat", {"tr_subjects": tr, "te_subjects": te})
+    base = ("datasets", "prepare", "utkinect", "--src", str(src), "--out")
+    code, _, err = run(monkeypatch, capsys, *base, str(tmp_path / "s1"), "--subject-split", "1")
+    assert code == 0, err
+    st = open_store(tmp_path / "s1")
+    assert set(st.split("train").subjects.tolist()) == {2}
+    assert set(st.split("test").subjects.tolist()) == {1}
+    assert st.manifest["protocol"] == "cross-subject-half-split1"
+    assert st.manifest["subject_split"] == 1 and st.manifest["train_subjects"] == [2]
+    # The default protocol (odd subjects train) is the other way round.
+    code, _, err = run(monkeypatch, capsys, *base, str(tmp_path / "d"))
+    assert code == 0 and set(open_store(tmp_path / "d").split("train").subjects.tolist()) == {1}
+    for k, message in [("3", "subject split 3 does not exist; choose 0 to 2"),
+                       ("2", "has subject 2, in neither side of subject split 2")]:  # fmt: skip
+        code, _, err = run(monkeypatch, capsys, *base, str(tmp_path / "bad"), "--subject-split", k)
+        assert code == 2 and message in err, err
+    code, _, err = run(
+        monkeypatch, capsys, "datasets", "prepare", "msr-action3d", "--src",
+        str(fake_msr(tmp_path)), "--out", str(tmp_path / "bad"), "--subject-split", "0",
+    )  # fmt: skip
+    assert code == 2 and "no published subject splits" in err
+    assert not (tmp_path / "bad").exists() and no_leftovers(tmp_path)
+
+
 # ---------------------------------------------------------------- failures
 def test_bad_file_stops_with_file_and_line_and_writes_nothing(
     tmp_path: Path, monkeypatch, capsys

@@ -102,6 +102,20 @@ def test_utkinect_segments_counts(stores) -> None:
 
 
 @pytest.mark.realdata
+def test_utkinect_published_subject_split(stores, tmp_path: Path) -> None:
+    row = stores["utkinect"].manifest["subject_splits"][3]
+    prepare_dataset(
+        "utkinect", dataset_dir(FOLDERS["utkinect"]), tmp_path / "s3", subject_split=3,
+        log=lambda _: None,
+    )  # fmt: skip
+    st = open_store(tmp_path / "s3")
+    tr, te = st.split("train"), st.split("test")
+    assert sorted(set(tr.subjects.tolist())) == row["train"] == [3, 5, 6, 8, 9]
+    assert sorted(set(te.subjects.tolist())) == row["test"]
+    assert len(tr) + len(te) == 199
+
+
+@pytest.mark.realdata
 def test_penn_official_split_counts(stores) -> None:
     st = stores["penn-action"]
     tr, te = st.split("train"), st.split("test")

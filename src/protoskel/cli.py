@@ -137,6 +137,14 @@ def datasets_prepare(
             "a model pretrained on another dataset's joint order).",
         ),
     ] = None,
+    subject_split: Annotated[
+        int | None,
+        typer.Option(
+            "--subject-split",
+            help="Split train/test by this row (0-based) of the dataset's published subject "
+            "splits (UTKinect, MSR Action3D: tr_te_splits.mat) instead of the default protocol.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Read a dataset by its standard protocol and write a prepared store (atomically)."""
@@ -159,6 +167,7 @@ def datasets_prepare(
         force=force,
         layout=layout,
         to_layout=to_layout,
+        subject_split=subject_split,
         progress=progress,
         log=log,
     )

@@ -172,6 +172,36 @@ def _subject_splits(path: Path) -> list[dict[str, list[int]]]:
     ]
 
 
+def split_by_subjects(
+    splits: dict[str, list[SkeletonSequence]], extra: dict[str, Any], index: int, where: str
+) -> tuple[dict[str, list[SkeletonSequence]], dict[str, Any]]:
+    """Pool every clip and re-split train/test by row ``index`` of ``extra["subject_splits"]``."""
+    table = extra.get("subject_splits")
+    if not table:
+        raise DatasetError(
+            f"{where}: no published subject splits to choose from (only datasets with a "
+            "tr_te_splits.mat, UTKinect and MSR Action3D, have them); drop --subject-split"
+        )
+    if not 0 <= index < len(table):
+        raise DatasetError(
+            f"{where}: subject split {index} does not exist; choose 0 to {len(table) - 1}"
+        )
+    train, test = set(table[index]["train"]), set(table[index]["test"])
+    out: dict[str, list[SkeletonSequence]] = {"train": [], "test": []}
+    for seq in (s for clips in splits.values() for s in clips):
+        if seq.subject in train:
+            out["train"].append(seq)
+        elif seq.subject in test:
+            out["test"].append(seq)
+        else:
+            raise DatasetError(
+                f"{where}: clip {seq.id} has subject {seq.subject}, in neither side of subject "
+                f"split {index} (train {sorted(train)}, test {sorted(test)})"
+            )
+    info = {"subject_split": index, "train_subjects": sorted(train), "test_subjects": sorted(test)}
+    return out, {**extra, **info}
+
+
 # ---------------------------------------------------------------- NW-UCLA
 def _load_nwucla(src: Path, opts: LoadOptions) -> LoadedDataset:
     split_file = _need_file(src, "split_ctrgcn.json", "the split lists split_ctrgcn.json")
@@ -554,6 +584,7 @@ def prepare_dataset(
     force: bool = False,
     layout: str | None = None,
     to_layout: str | None = None,
+    subject_split: int | None = None,
     progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -563,6 +594,8 @@ def prepare_dataset(
     is written; with it, bad files are left out and listed in the manifest's ``skipped``.
     ``to_layout`` re-expresses every clip in that layout through the joint maps, e.g. so that a
     model pretrained on another dataset's joint order can be fine-tuned on this one.
+    ``subject_split`` (0-based) splits train/test by that row of the dataset's published
+    subject splits (UTKinect's and MSR Action3D's ``tr_te_splits.mat``) instead of the default.
     """
     from protoskel.data.store import check_output, open_store, write_store
 
@@ -575,6 +608,12 @@ def prepare_dataset(
     counts = ", ".join(f"{k} {len(v)}" for k, v in data.splits.items())
     say(f"read {name}: {counts}; skipped {len(data.skipped)} ({time.perf_counter() - t0:.1f} s)")
     splits, extra, lay = data.splits, data.extra, data.layout
+    protocol = data.protocol
+    if subject_split is not None:
+        splits, extra = split_by_subjects(splits, extra, subject_split, f"{name} in {src}")
+        protocol = f"{protocol}-split{subject_split}"
+        sizes = f"train {len(splits['train'])}, test {len(splits['test'])}"
+        say(f"subject split {subject_split}: {sizes}")
     src_name = get_layout(lay).name
     if dst is not None and src_name != dst.name:
         get_joint_map(lay, dst)  # no map: fail with its message before converting anything
@@ -586,7 +625,7 @@ def prepare_dataset(
         out,
         splits,
         dataset=spec.name,
-        protocol=data.protocol,
+        protocol=protocol,
         layout=lay,
         classes=data.classes,
         skipped=data.skipped,
