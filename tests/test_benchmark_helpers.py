@@ -175,3 +175,40 @@ def test_occlusion_table_matches_eval_per_part(tmp_path: Path) -> None:
     assert row["clean"] == evaluate(ck, store)["top1"]
     assert row["hidden"][parts[1]] == evaluate(ck, store, occlude=parts[1])["top1"]
     assert row["mean_hidden"] == sum(row["hidden"].values()) / len(parts)
+
+
+def test_subject_splits_parses_ranges_and_summarises() -> None:
+    ss = _load("subject_splits")
+    assert ss.parse_splits("0-3,7") == [0, 1, 2, 3, 7] and ss.parse_splits("5") == [5]
+    s = ss.summary({0: 90.0, 1: 100.0})
+    assert (s["mean"], s["std"], s["min"], s["max"]) == (95.0, 5.0, 90.0, 100.0)
+
+
+def test_subject_splits_trains_each_split_once(tmp_path: Path) -> None:
+    import scipy.io
+    import yaml
+
+    from test_datasets_cli import fake_utkinect
+
+    ss = _load("subject_splits")
+    src = fake_utkinect(tmp_path)
+    tr, te = np.array([[1], [2]]), np.array([[2], [1]])
+    scipy.io.savemat(src / "tr_te_splits.mat", {"tr_subjects": tr, "te_subjects": te})
+    recipe = {
+        "model": {"backbone": "atgcn", "kwargs": {"width": 8, "depth": 3}},
+        "data": {"num_frames": 8, "val_split": "test"},
+        "train": {"epochs": 2, "batch_size": 2, "optimizer": "adamw", "lr": 0.01, "threads": 1},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    top1 = ss.run_split("utkinect", str(src), str(tmp_path / "r.yaml"), [], tmp_path / "b", 1)
+    store, last = tmp_path / "b" / "store-1", tmp_path / "b" / "run-1" / "last.pt"
+    from protoskel.data.store import open_store
+    from protoskel.training.trainer import evaluate
+
+    assert set(open_store(store).split("train").subjects.tolist()) == {2}
+    assert top1 == evaluate(last, store, split="test")["top1"]
+    stamp = last.stat().st_mtime_ns
+    assert (
+        ss.run_split("utkinect", str(src), str(tmp_path / "r.yaml"), [], tmp_path / "b", 1) == top1
+    )
+    assert last.stat().st_mtime_ns == stamp  # finished: evaluated again, not retrained
