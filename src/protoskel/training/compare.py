@@ -99,9 +99,8 @@ def load_predictions(path: str | Path) -> Predictions:
         )
     if not np.issubdtype(probs.dtype, np.floating) or not np.isfinite(probs).all():
         raise ConfigError(f"{p}: probs must be finite floats")
-    if not np.issubdtype(labels.dtype, np.integer) or (n and not 0 <= labels.min()):
-        raise ConfigError(f"{p}: labels must be integers in [0, {len(classes)})")
-    if n and labels.max() >= len(classes):
+    in_range = n == 0 or (labels.min() >= 0 and labels.max() < len(classes))
+    if not np.issubdtype(labels.dtype, np.integer) or not in_range:
         raise ConfigError(f"{p}: labels must be integers in [0, {len(classes)})")
     try:
         source = json.loads(str(arrays["source"].reshape(-1)[0]))
