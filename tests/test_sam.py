@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -125,16 +126,25 @@ def test_trainer_sam_step_matches_a_hand_made_one(tmp_path: Path) -> None:
     assert not all(torch.allclose(other[k].float(), v.float(), atol=1e-6) for k, v in want.items())
 
 
-def test_sam_resumes_exactly(tmp_path: Path) -> None:
+def _full_and_resumed(
+    train_opts: dict, tmp_path: Path, edit: Callable[[Path], None] = lambda _: None
+) -> tuple[dict, dict, Path, object]:
+    """An uninterrupted run and one stopped after epoch 1, ``edit``-ed, then resumed."""
     store = write_tiny_store(tmp_path / "store")
-    recipe = {**RECIPE, "train": {**RECIPE["train"], "epochs": 3, "batch_size": 8}}
+    recipe = {**RECIPE, "train": {**RECIPE["train"], **train_opts}}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     cfg = load_config(tmp_path / "r.yaml")
     train(cfg, store, tmp_path / "full", progress=False)
     train(cfg, store, tmp_path / "part", progress=False, max_epochs=1)
+    edit(tmp_path / "part" / "last.pt")
     train(cfg, store, tmp_path / "part", resume=True, progress=False)
     a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "part" / "last.pt")["model"]
+    return a, b, store, cfg
+
+
+def test_sam_resumes_exactly(tmp_path: Path) -> None:
+    a, b, _, _ = _full_and_resumed({"epochs": 3, "batch_size": 8}, tmp_path)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -173,19 +183,13 @@ def test_a_run_from_before_sam_resumes(tmp_path: Path) -> None:
     """A checkpoint written before train.sam_rho existed has no such key; it resumes as 0."""
     from protoskel.training.checkpoint import save_checkpoint
 
-    store = write_tiny_store(tmp_path / "store")
-    recipe = {**RECIPE, "train": {**RECIPE["train"], "epochs": 2, "sam_rho": 0.0}}
-    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
-    cfg = load_config(tmp_path / "r.yaml")
-    train(cfg, store, tmp_path / "full", progress=False)
-    train(cfg, store, tmp_path / "part", progress=False, max_epochs=1)
-    ck = load_checkpoint(tmp_path / "part" / "last.pt")
-    del ck["config"]["train"]["sam_rho"]
-    save_checkpoint({k: v for k, v in ck.items() if k not in ("format", "version", "path")},
-                    tmp_path / "part" / "last.pt")  # fmt: skip
-    train(cfg, store, tmp_path / "part", resume=True, progress=False)
-    a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
-    b = load_checkpoint(tmp_path / "part" / "last.pt")["model"]
+    def forget_sam(path: Path) -> None:
+        ck = load_checkpoint(path)
+        del ck["config"]["train"]["sam_rho"]
+        save_checkpoint({k: v for k, v in ck.items() if k not in ("format", "version", "path")},
+                        path)  # fmt: skip
+
+    a, b, store, _ = _full_and_resumed({"epochs": 2, "sam_rho": 0.0}, tmp_path, forget_sam)
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ConfigError, match="different config"):
         other = load_config(tmp_path / "r.yaml", ["train.sam_rho=0.05"])
