@@ -16,6 +16,8 @@ from protoskel.errors import ConfigError
 from protoskel.training.compare import (
     Predictions,
     compare_predictions,
+    compare_to_reference,
+    holm_adjust,
     load_predictions,
     mcnemar_exact,
     save_predictions,
@@ -65,6 +67,32 @@ def test_mcnemar_exact_is_the_two_sided_binomial_tail() -> None:
     assert mcnemar_exact(1, 9) == pytest.approx(2 * (1 + 10) / 2**10)  # C(10,0) + C(10,1)
     assert mcnemar_exact(9, 1) == mcnemar_exact(1, 9)
     assert mcnemar_exact(5, 5) == 1.0  # capped at 1
+
+
+def test_holm_adjust_matches_hand_values() -> None:
+    # Sorted 0.01, 0.03, 0.04 times 3, 2, 1 -> 0.03, 0.06, 0.04 -> running max 0.03, 0.06, 0.06.
+    assert holm_adjust([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm_adjust([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+    assert holm_adjust([0.6, 0.6]) == [1.0, 1.0]
+    assert holm_adjust([0.2]) == [0.2] and holm_adjust([]) == []
+
+
+def test_compare_to_reference_adjusts_over_the_family() -> None:
+    ref = _pred([True] * 8 + [False] * 8)
+    better = _pred([True] * 16)  # 8 clips only it gets right: p = 2 / 2**8
+    same = _pred([True] * 8 + [False] * 8)
+    r = compare_to_reference(ref, [better, same], ["ref", "better", "same"])
+    first, second = r["comparisons"]
+    assert r["n"] == 16 and first["b"]["name"] == "better" and first["a"]["name"] == "ref"
+    assert first["mcnemar_p"] == pytest.approx(2 / 2**8)
+    assert first["mcnemar_p_holm"] == pytest.approx(2 * 2 / 2**8)
+    assert second["mcnemar_p"] == second["mcnemar_p_holm"] == 1.0
+    assert first == {
+        **compare_predictions(ref, better, ("ref", "better")),
+        "mcnemar_p_holm": 4 / 2**8,
+    }
+    with pytest.raises(ValueError):
+        compare_to_reference(ref, [better], ["ref"])
 
 
 def test_compare_counts_the_discordant_clips() -> None:
@@ -148,7 +176,17 @@ def test_compare_cli_on_checkpoints_and_files(runs, tmp_path: Path, cli: Cli) ->
         k: want[k] for k in ("only_a_right", "only_b_right", "mcnemar_p")
     }
     code, out, _ = cli("compare", str(one), str(two), *d)
-    assert code == 0 and "McNemar exact p = " in out and "95% CI" in out
+    assert code == 0 and "McNemar exact p = " in out and "95% CI" in out and "Holm" not in out
+    # Several candidates against one reference: each pairwise result, plus Holm's adjustment.
+    code, out, err = cli("compare", str(one), str(two), str(tmp_path / "1.npz"), *d, "--json")
+    assert code == 0, err
+    fam = json.loads(out)
+    assert [c["b"]["name"] for c in fam["comparisons"]] == [str(two), str(tmp_path / "1.npz")]
+    assert fam["comparisons"][0]["mcnemar_p"] == r["mcnemar_p"]
+    assert fam["comparisons"][1]["mcnemar_p"] == 1.0
+    assert fam["comparisons"][0]["mcnemar_p_holm"] == min(1.0, 2 * r["mcnemar_p"])
+    code, out, _ = cli("compare", str(one), str(two), str(tmp_path / "1.npz"), *d)
+    assert code == 0 and out.count("Holm-adjusted over 2") == 2 and "C - A +0.00 points" in out
     # An ensemble's fused probabilities are a prediction file too.
     ens = ["ensemble", str(one), str(two), *d, "--save-probs", str(tmp_path / "e.npz"), "--json"]
     code, out, err = cli(*ens)

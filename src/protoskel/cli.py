@@ -394,8 +394,13 @@ def ensemble_cmd(
 
 @app.command("compare")
 def compare_cmd(
-    first: Annotated[str, typer.Argument(help="Checkpoint, shipped name or prediction .npz.")],
-    second: Annotated[str, typer.Argument(help="Checkpoint, shipped name or prediction .npz.")],
+    first: Annotated[
+        str, typer.Argument(help="Reference: checkpoint, shipped name or prediction .npz.")
+    ],
+    others: Annotated[
+        list[str],
+        typer.Argument(help="One or more to compare with it (checkpoints, names or .npz)."),
+    ],
     data: Annotated[
         str | None, typer.Option("--data", help="Prepared dataset (for checkpoints).")
     ] = None,
@@ -403,28 +408,47 @@ def compare_cmd(
     flip: _FlipOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Compare two models on the same clips: top-1 with 95 % intervals, McNemar's exact test."""
-    from protoskel.training.compare import compare_predictions, predictions_of
+    """Compare models on the same clips: top-1 with 95 % intervals, McNemar's exact test.
 
-    a = predictions_of(first, data, split, flip)
-    b = predictions_of(second, data, split, flip)
-    r = compare_predictions(a, b, (first, second))
-    if as_json:
-        echo_json(r)
-        return
-    for key in ("a", "b"):
-        s = r[key]
-        lo, hi = s["top1_ci95"]
-        typer.echo(
-            f"{key.upper()}  top1 {s['top1']:6.2f}  95% CI [{lo:5.2f}, {hi:5.2f}]  "
-            f"{s['correct']}/{r['n']}  {s['name']}"
-        )
-    typer.echo(
-        f"B - A {r['difference']:+.2f} points; only A right {r['only_a_right']}, only B right "
-        f"{r['only_b_right']}, both wrong {r['both_wrong']}; same prediction on "
-        f"{r['agreement']:.1f} % of clips"
+    With several models after the first, each is compared with the first and the p-values
+    are also Holm-adjusted over those comparisons.
+    """
+    from protoskel.training.compare import (
+        compare_predictions,
+        compare_to_reference,
+        predictions_of,
     )
-    typer.echo(f"McNemar exact p = {r['mcnemar_p']:.3g}")
+
+    ref = predictions_of(first, data, split, flip)
+    preds = [predictions_of(o, data, split, flip) for o in others]
+    if len(preds) == 1:
+        r = compare_predictions(ref, preds[0], (first, others[0]))
+        rows, fam = [r], None
+    else:
+        fam = compare_to_reference(ref, preds, [first, *others])
+        rows = fam["comparisons"]
+    if as_json:
+        echo_json(fam if fam is not None else rows[0])
+        return
+    labels = [chr(ord("A") + i) if i < 26 else f"M{i}" for i in range(len(rows) + 1)]
+
+    def line(label: str, s: dict[str, Any], n: int) -> str:
+        lo, hi = s["top1_ci95"]
+        return (
+            f"{label}  top1 {s['top1']:6.2f}  95% CI [{lo:5.2f}, {hi:5.2f}]  "
+            f"{s['correct']}/{n}  {s['name']}"
+        )
+
+    typer.echo(line(labels[0], rows[0]["a"], rows[0]["n"]))
+    for label, r in zip(labels[1:], rows, strict=True):
+        typer.echo(line(label, r["b"], r["n"]))
+        typer.echo(
+            f"{label} - A {r['difference']:+.2f} points; only A right {r['only_a_right']}, only "
+            f"{label} right {r['only_b_right']}, both wrong {r['both_wrong']}; same prediction "
+            f"on {r['agreement']:.1f} % of clips"
+        )
+        holm = f" (Holm-adjusted over {len(rows)}: {r['mcnemar_p_holm']:.3g})" if fam else ""
+        typer.echo(f"McNemar exact p = {r['mcnemar_p']:.3g}{holm}")
 
 
 @models_app.command("list")

@@ -28,6 +28,8 @@ __all__ = [
     "Predictions",
     "check_predictions_path",
     "compare_predictions",
+    "compare_to_reference",
+    "holm_adjust",
     "load_predictions",
     "mcnemar_exact",
     "predictions_of",
@@ -128,6 +130,19 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2.0 * tail)
 
 
+def holm_adjust(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order (family-wise error control)."""
+    m = len(pvalues)
+    out = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda j: pvalues[j])):
+        # Step-down: the k-th smallest p is multiplied by (m - k + 1); the running maximum
+        # keeps the adjusted values in the order of the raw ones.
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
 def compare_predictions(a: Predictions, b: Predictions, names: tuple[str, str]) -> dict[str, Any]:
     """Paired comparison of two prediction sets on the same clips (same ids, labels, classes)."""
     if a.classes != b.classes:
@@ -192,3 +207,23 @@ def predictions_of(
     info = {"checkpoint": ck["path"], "flip": effective_flip(flip, ck), "data": str(data_dir)}
     info["split"] = name
     return Predictions(probs, labels, open_store(data_dir).split(name).ids, classes, info)
+
+
+def compare_to_reference(
+    reference: Predictions, others: list[Predictions], names: list[str]
+) -> dict[str, Any]:
+    """Each of ``others`` against one reference, McNemar p-values Holm-adjusted over the family.
+
+    ``names`` has the reference's name first. With several candidates the smallest raw p-value
+    is expected to be small by chance alone; Holm's adjustment keeps the chance of any false
+    "significant" at 5 % over the whole table.
+    """
+    if len(names) != len(others) + 1:
+        raise ValueError("names needs the reference's name and one name per other model")
+    rows = [
+        compare_predictions(reference, o, (names[0], n))
+        for o, n in zip(others, names[1:], strict=True)
+    ]
+    for row, adj in zip(rows, holm_adjust([r["mcnemar_p"] for r in rows]), strict=True):
+        row["mcnemar_p_holm"] = adj
+    return {"n": rows[0]["n"] if rows else len(reference.labels), "comparisons": rows}
