@@ -142,6 +142,16 @@ def test_fit_weights_prefers_the_informative_member() -> None:
     assert sum(w) == pytest.approx(1.0)
 
 
+def test_fit_weights_breaks_top1_ties_by_log_loss() -> None:
+    # Both members are right on every clip, so every weighting ties on top-1; the confident
+    # member gives the true class more probability and should get all the weight.
+    y = np.array([0, 1, 2, 0, 1])
+    sure = np.eye(3)[y] * 0.85 + 0.05
+    unsure = np.eye(3)[y] * 0.15 + 0.85 / 3
+    assert fit_weights([unsure, sure], y, step=0.25) == [0.0, 1.0]
+    assert fit_weights([sure, sure.copy()], y, step=0.25) == [0.5, 0.5]  # exact tie: uniform
+
+
 def test_box_normalisation_moves_inside_the_invariance_wrapper() -> None:
     from protoskel.layouts import get_layout
     from protoskel.training.trainer import build_model_from_config
