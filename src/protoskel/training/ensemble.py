@@ -21,9 +21,9 @@ def fit_weights(probs: list[np.ndarray], labels: np.ndarray, step: float = 0.1) 
     k = len(probs)
     n_steps = round(1 / step)
     rows = np.arange(len(labels))
-    # Held-out clips from the training views are often all right for most weightings, so
-    # top-1 alone would leave the choice to the tie-break; the fused probability given to the
-    # true class still tells the weightings apart. Exact ties then go to the most uniform.
+    # A held-out part is small (about a hundred clips), so top-1 moves in coarse steps and
+    # many weightings tie; the fused probability given to the true class still tells them
+    # apart. Exact ties then go to the most uniform.
     best: tuple[float, float, float] | None = None
     best_w: tuple[float, ...] = ()
     for combo in itertools.product(range(n_steps + 1), repeat=k):
