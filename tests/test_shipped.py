@@ -42,7 +42,7 @@ def test_shipped_checkpoint_predicts_and_holds_no_dataset_keypoints(row: dict) -
     assert out["predictions"][0]["label"] in pred.classes
 
 
-_SOURCES = {"nw-ucla": "nw-ucla", "msr-action3d": "msr-action3d"}
+_SOURCES = {"nw-ucla": "nw-ucla", "msr-action3d": "msr-action3d", "penn-action": "penn-action-2d"}
 
 
 @pytest.fixture(scope="module")
