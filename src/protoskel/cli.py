@@ -413,22 +413,16 @@ def compare_cmd(
     With several models after the first, each is compared with the first and the p-values
     are also Holm-adjusted over those comparisons.
     """
-    from protoskel.training.compare import (
-        compare_predictions,
-        compare_to_reference,
-        predictions_of,
-    )
+    from protoskel.training.compare import compare_to_reference, predictions_of
 
     ref = predictions_of(first, data, split, flip)
     preds = [predictions_of(o, data, split, flip) for o in others]
-    if len(preds) == 1:
-        r = compare_predictions(ref, preds[0], (first, others[0]))
-        rows, fam = [r], None
-    else:
-        fam = compare_to_reference(ref, preds, [first, *others])
-        rows = fam["comparisons"]
+    fam = compare_to_reference(ref, preds, [first, *others])
+    rows = fam["comparisons"]
+    # One candidate keeps the pairwise shape (its Holm p equals the raw one).
+    several = len(rows) > 1
     if as_json:
-        echo_json(fam if fam is not None else rows[0])
+        echo_json(fam if several else rows[0])
         return
     labels = [chr(ord("A") + i) if i < 26 else f"M{i}" for i in range(len(rows) + 1)]
 
@@ -447,7 +441,7 @@ def compare_cmd(
             f"{label} right {r['only_b_right']}, both wrong {r['both_wrong']}; same prediction "
             f"on {r['agreement']:.1f} % of clips"
         )
-        holm = f" (Holm-adjusted over {len(rows)}: {r['mcnemar_p_holm']:.3g})" if fam else ""
+        holm = f" (Holm-adjusted over {len(rows)}: {r['mcnemar_p_holm']:.3g})" if several else ""
         typer.echo(f"McNemar exact p = {r['mcnemar_p']:.3g}{holm}")
 
 
