@@ -18,9 +18,10 @@ from _tiny import tiny_clips, write_tiny_store
 from protoskel.data.store import open_store
 from protoskel.errors import CheckpointError, ConfigError
 from protoskel.training.checkpoint import load_checkpoint
+from protoskel.training.compare import load_predictions
 from protoskel.training.config import load_config
 from protoskel.training.ensemble import ensemble
-from protoskel.training.trainer import evaluate, train
+from protoskel.training.trainer import checkpoint_probs, evaluate, train
 
 TINY_MODEL = {"width": 8, "depth": 3}
 RECIPE = {
@@ -182,6 +183,28 @@ def test_ensemble_and_fitted_weights(store: Path, tmp_path: Path) -> None:
     assert sum(fitted["weights"]) == pytest.approx(1.0)
     held = load_checkpoint(runs[0])["meta"]["holdout_ids"]
     assert len(held) == 9 and all(h.startswith("tiny_0_") for h in held)
+
+
+def test_ensemble_multi_clip_fuses_each_members_multi_clip_probabilities(
+    store: Path, tmp_path: Path
+) -> None:
+    runs = []
+    for stream in ("joint", "bone"):
+        cfg = load_config(_recipe(tmp_path), [f"data.stream={stream}", "train.epochs=1"])
+        train(cfg, store, tmp_path / stream, progress=False)
+        runs.append(tmp_path / stream / "last.pt")
+    fused = {}
+    for k in (1, 3):
+        out = tmp_path / f"k{k}.npz"
+        ensemble(runs, store, weights=[0.7, 0.3], clips=k, save_probs=out)
+        fused[k] = load_predictions(out).probs
+        members = [checkpoint_probs(r, store, clips=k)[0] for r in runs]
+        np.testing.assert_allclose(fused[k], 0.7 * members[0] + 0.3 * members[1], atol=1e-6)
+    # Three shifted samplings of these clips must change the probabilities, or the check above
+    # could not tell whether --clips reached the members.
+    assert np.abs(fused[3] - fused[1]).max() > 1e-4
+    with pytest.raises(ConfigError, match="num_clips must be >= 1"):
+        ensemble(runs, store, clips=0)
 
 
 def test_distilling_from_a_one_hot_teacher_is_plain_training(

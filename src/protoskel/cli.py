@@ -279,6 +279,14 @@ _OccludeOption = Annotated[
 
 
 # Shared by eval and ensemble: the probabilities as a prediction file for compare.
+_ClipsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--clips",
+        help="Test clips per video: K evenly shifted samplings averaged (default: the "
+        "recipe's data.test_clips).",
+    ),
+]
 _SaveProbsOption = Annotated[
     str | None,
     typer.Option(
@@ -310,7 +318,7 @@ def eval_cmd(
     checkpoint: Annotated[str, typer.Argument(help="Checkpoint file or shipped model name.")],
     data: Annotated[str, typer.Option("--data", help="Prepared dataset folder.")],
     split: Annotated[str | None, typer.Option("--split", help="Split (default: val).")] = None,
-    clips: Annotated[int | None, typer.Option("--clips", help="Test clips per video.")] = None,
+    clips: _ClipsOption = None,
     confusion: Annotated[
         str | None, typer.Option("--confusion", help="Write the confusion matrix PNG here.")
     ] = None,
@@ -354,6 +362,7 @@ def ensemble_cmd(
         typer.Option("--fit-weights", help="Fit weights on the held-out training clips."),
     ] = False,
     split: Annotated[str | None, typer.Option("--split", help="Split (default: val).")] = None,
+    clips: _ClipsOption = None,
     flip: _FlipOption = None,
     rotate: _RotateOption = None,
     occlude: _OccludeOption = None,
@@ -379,6 +388,7 @@ def ensemble_cmd(
         weights=w,
         fit=fit_weights,
         split=split,
+        clips=clips,
         flip=flip,
         rotate=rot,
         occlude=occlude,

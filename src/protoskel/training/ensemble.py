@@ -49,6 +49,7 @@ def ensemble(
     weights: list[float] | None = None,
     fit: bool = False,
     split: str | None = None,
+    clips: int | None = None,
     flip: bool | None = None,
     rotate: list[Any] | None = None,
     occlude: str | None = None,
@@ -57,7 +58,9 @@ def ensemble(
     """Fuse checkpoints (e.g. the four streams) on a split; optionally fit weights on held-out
     training clips recorded in the checkpoints (never on the evaluated split).
 
-    ``occlude`` hides that body part in every clip, the held-out ones included;
+    ``clips`` test clips per video (default: each recipe's data.test_clips), like ``flip``,
+    ``rotate`` and ``occlude`` applied to the held-out clips too, so weights are fitted on what
+    is evaluated. ``occlude`` hides that body part in every clip, the held-out ones included;
     ``save_probs`` writes the fused probabilities as a prediction file for ``compare``.
     """
     if save_probs is not None:
@@ -68,7 +71,7 @@ def ensemble(
         raise ConfigError("give either --weights or --fit-weights, not both")
     if weights is not None and len(weights) != len(checkpoints):
         raise ConfigError(f"{len(weights)} weights for {len(checkpoints)} checkpoints")
-    kw: dict[str, Any] = {"flip": flip, "rotate": rotate, "occlude": occlude}
+    kw: dict[str, Any] = {"clips": clips, "flip": flip, "rotate": rotate, "occlude": occlude}
     runs = [checkpoint_probs(c, data_dir, split, **kw) for c in checkpoints]
     labels = runs[0][1]
     classes = runs[0][3]
@@ -118,6 +121,7 @@ def ensemble(
             "weights": m["weights"],
             "flip": [effective_flip(flip, r[2]) for r in runs],
             "rotate": rotate,
+            "clips": clips,
         }
         m["probs_file"] = str(
             save_split_predictions(save_probs, fused, labels, data_dir, m, source)
