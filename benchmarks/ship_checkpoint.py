@@ -9,6 +9,7 @@ prototype provenance is clip ids and frame ranges, never keypoints.
 
 ``--test-flip`` turns on test-time mirroring (``data.test_flip``) in the shipped config; it
 is an evaluation setting only (training never reads it), so the weights stay those of the run.
+``--test-clips K`` likewise sets ``data.test_clips`` (K evenly shifted samplings averaged).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def main() -> None:
     ap.add_argument("--name", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--test-flip", action="store_true", help="ship with data.test_flip: true")
+    ap.add_argument("--test-clips", type=int, help="ship with data.test_clips: K")
     args = ap.parse_args()
     ck = load_checkpoint(args.checkpoint)
     keep = (
@@ -54,8 +56,14 @@ def main() -> None:
     # A run trained from another recipe with --set overrides keeps that recipe's name; the
     # shipped checkpoint is known by its shipped name.
     slim["config"] = {**slim["config"], "name": args.name}
+    data = dict(slim["config"]["data"])
     if args.test_flip:
-        slim["config"] = {**slim["config"], "data": {**slim["config"]["data"], "test_flip": True}}
+        data["test_flip"] = True
+    if args.test_clips is not None:
+        if args.test_clips < 1:
+            ap.error(f"--test-clips must be >= 1, got {args.test_clips}")
+        data["test_clips"] = args.test_clips
+    slim["config"] = {**slim["config"], "data": data}
     out = shipped_dir() / f"{args.name}.pt"
     save_checkpoint(slim, out)
     m = evaluate(out, args.data)
@@ -73,6 +81,7 @@ def main() -> None:
         "invariance_mode": cfg["model"]["invariance_mode"] if cfg["model"]["invariance"] else None,
         "epochs": ck["epoch"],
         "test_flip": bool(cfg["data"].get("test_flip", False)),
+        "test_clips": int(cfg["data"].get("test_clips", 1)),
         "top1": round(m["top1"], 2),
         "top5": round(m["top5"], 2),
         "mean_class_acc": round(m["mean_class_acc"], 2),

@@ -8,6 +8,7 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+import pytest
 import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -118,6 +119,21 @@ def test_ship_checkpoint_test_flip_keeps_weights_and_records_the_mirrored_score(
     assert original["config"]["data"]["test_flip"] is False
     assert all(torch.equal(shipped["model"][k], original["model"][k]) for k in original["model"])
     assert row["top1"] == round(evaluate(run, store, flip=True)["top1"], 2)
+    assert row["test_clips"] == 1
+
+    argv = ["ship", run, "--name", "tiny3", "--data", str(store), "--test-clips", "3"]
+    monkeypatch.setattr(sys, "argv", argv)
+    ship.main()
+    row = json.loads((tmp_path / "shipped" / "index.json").read_text())["models"][1]
+    shipped = load_checkpoint(tmp_path / "shipped" / "tiny3.pt")
+    assert row["test_clips"] == 3 and shipped["config"]["data"]["test_clips"] == 3
+    assert row["test_flip"] is False
+    assert row["top1"] == round(evaluate(run, store, clips=3)["top1"], 2)
+    argv = ["ship", run, "--name", "tiny0", "--data", str(store), "--test-clips", "0"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as e:
+        ship.main()
+    assert e.value.code == 2 and not (tmp_path / "shipped" / "tiny0.pt").exists()
 
 
 def test_rotated_eval_follows_the_recipe_flip_unless_told(
