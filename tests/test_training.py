@@ -471,13 +471,16 @@ def test_warm_start_copies_the_backbone_into_a_prototype_model(store: Path, tmp_
         train(other, store, tmp_path / "bad", progress=False)
 
 
+@pytest.mark.parametrize("wrap", ["", "frame_averaging"])
 def test_warm_start_from_another_dataset_fine_tunes_with_a_new_head(
-    store: Path, tmp_path: Path
+    store: Path, tmp_path: Path, wrap: str
 ) -> None:
     from protoskel.data.store import write_store
 
     src_run = tmp_path / "src"
-    train(load_config(_recipe(tmp_path), ["train.epochs=1"]), store, src_run, progress=False)
+    # Frame averaging wraps the model, so its head's keys are prefixed (model.head.*).
+    fa = [f"model.invariance={wrap}"] if wrap else []
+    train(load_config(_recipe(tmp_path), ["train.epochs=1", *fa]), store, src_run, progress=False)
     src = _weights(src_run / "last.pt")
     # Another dataset: two classes, so the 3-class head cannot be reused.
     two = [c for c in tiny_clips(24, 5) if c.label < 2]
@@ -491,14 +494,15 @@ def test_warm_start_from_another_dataset_fine_tunes_with_a_new_head(
     )
     cfg = load_config(
         _recipe(tmp_path),
-        ["train.epochs=1", "train.lr=1e-12", f"train.init={src_run}/last.pt"],
+        ["train.epochs=1", "train.lr=1e-12", f"train.init={src_run}/last.pt", *fa],
     )
     train(cfg, other, tmp_path / "ft", progress=False, max_epochs=1)
     ck = load_checkpoint(tmp_path / "ft" / "last.pt")
     got = ck["model"]
+    pre = "model." if wrap else ""
     assert ck["meta"]["init"]["new_head"] == "3 -> 2 classes"
-    assert got["head.fc.weight"].shape[0] == 2
-    backbone = [k for k in src if k.startswith("backbone.") and k.endswith("weight")]
+    assert got[f"{pre}head.fc.weight"].shape[0] == 2
+    backbone = [k for k in src if k.startswith(f"{pre}backbone.") and k.endswith("weight")]
     assert backbone and all(torch.allclose(got[k], src[k], atol=1e-6) for k in backbone)
     # Same joints in another order: refused, naming the layouts and how to convert.
     msr = write_store(

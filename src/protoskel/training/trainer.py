@@ -446,7 +446,10 @@ def warm_start(
     src = ck["model"]
     new_head = classes is not None and list(ck["classes"]) != list(classes)
     if new_head:
-        src = {k: v for k, v in src.items() if not k.startswith("head.")}
+        # The classifier is ``head`` of the model, or ``<inner>.head`` inside a wrapper such as
+        # frame averaging, whose state-dict keys carry the inner model's prefix.
+        heads = tuple(f"{n}." for n, _ in model.named_modules() if n.rsplit(".", 1)[-1] == "head")
+        src = {k: v for k, v in src.items() if not k.startswith(heads)}
     own = model.state_dict()
     clash = [k for k, v in src.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
     take = {k: v for k, v in src.items() if k in own and k not in clash}
