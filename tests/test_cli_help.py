@@ -45,3 +45,12 @@ def test_help_is_shown_verbatim(path: list[str], cmd: Any) -> None:
     assert texts, f"{path}: no help texts to check"
     for text in texts:
         assert _flat(text) in shown, f"{path}: help {text!r} not shown as written"
+
+
+@pytest.mark.parametrize("command", ["eval", "ensemble"])
+def test_clips_below_one_is_a_usage_error_before_any_work(command: str) -> None:
+    # Rejected by the option itself, so no checkpoint or data is read (neither exists here).
+    argv = [command, "missing.pt", "--data", "missing", "--clips", "0"]
+    res = CliRunner().invoke(app, argv, env={"COLUMNS": "100"})
+    assert res.exit_code == 2
+    assert "--clips" in res.output and "greater than or equal to 1" in res.output

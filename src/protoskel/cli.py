@@ -278,15 +278,17 @@ _OccludeOption = Annotated[
 ]
 
 
-# Shared by eval and ensemble: the probabilities as a prediction file for compare.
+# Shared by eval and ensemble: None keeps the recipe's data.test_clips.
 _ClipsOption = Annotated[
     int | None,
     typer.Option(
         "--clips",
+        min=1,
         help="Test clips per video: K evenly shifted samplings averaged (default: the "
         "recipe's data.test_clips).",
     ),
 ]
+# Shared by eval and ensemble: the probabilities as a prediction file for compare.
 _SaveProbsOption = Annotated[
     str | None,
     typer.Option(
