@@ -37,9 +37,13 @@ from test_readers_formats import (
     tracked,
 )
 
+# Derandomized, as tests/test_reader_fuzz.py: CI runs the same examples every time, so a
+# failure reproduces from the commit alone (session 18 saw one unexplained out-of-memory kill
+# of a CI run, not reproduced in five reruns; fixed examples keep CI from depending on luck).
 FUZZ = settings(
     max_examples=60,
     deadline=None,
+    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
