@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--test-flip", action="store_true", help="ship with data.test_flip: true")
     ap.add_argument("--test-clips", type=int, help="ship with data.test_clips: K")
     args = ap.parse_args()
+    if args.test_clips is not None and args.test_clips < 1:
+        ap.error(f"--test-clips must be >= 1, got {args.test_clips}")
     ck = load_checkpoint(args.checkpoint)
     keep = (
         "model",
@@ -60,8 +62,6 @@ def main() -> None:
     if args.test_flip:
         data["test_flip"] = True
     if args.test_clips is not None:
-        if args.test_clips < 1:
-            ap.error(f"--test-clips must be >= 1, got {args.test_clips}")
         data["test_clips"] = args.test_clips
     slim["config"] = {**slim["config"], "data": data}
     out = shipped_dir() / f"{args.name}.pt"
