@@ -42,6 +42,10 @@ def test_defaults_and_overrides(tmp_path) -> None:
             "model:\n  invariance: frame_averaging\ndata:\n  stream: angle\n",
             "model.invariance: the angle stream is already unchanged by camera rotations",
         ),
+        (
+            "model:\n  invariance: frame_averaging\ndata:\n  stream: distance\n",
+            "model.invariance: the distance stream is already unchanged by camera rotations",
+        ),
         ("train:\n  optimizer: rmsprop\n", "train.optimizer"),
         ("data:\n  augment:\n    rotat: 0.1\n", "data.augment.rotat: unknown augmentation"),
         ("data:\n  augment:\n    travel: [1, 0.5]\n", "data.augment.travel.range"),

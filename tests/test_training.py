@@ -73,9 +73,13 @@ def test_train_writes_checkpoints_and_logs(store: Path, tmp_path: Path) -> None:
     assert ck["classes"] == ["still", "raise_left", "raise_right"] and ck["epoch"] == 12
 
 
-def test_angle_stream_trains_and_evaluates(store: Path, tmp_path: Path) -> None:
-    # Raising the left or the right arm is a change of the arm's angle to the body's axes.
-    cfg = load_config(_recipe(tmp_path), ["train.epochs=12", "data.stream=angle"])
+@pytest.mark.parametrize("stream", ["angle", "distance"])
+def test_rotation_invariant_stream_trains_and_evaluates(
+    store: Path, tmp_path: Path, stream: str
+) -> None:
+    # Raising the left or the right arm changes that arm's angle to the body's axes and its
+    # hand's distance to the head and hips.
+    cfg = load_config(_recipe(tmp_path), ["train.epochs=12", f"data.stream={stream}"])
     train(cfg, store, tmp_path / "run", progress=False)
     m = evaluate(tmp_path / "run" / "last.pt", store)
     assert m["top1"] >= 60.0  # chance is 33.3

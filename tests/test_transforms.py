@@ -514,6 +514,47 @@ def test_angle_stream_is_unchanged_by_rotation_reflection_scale_and_shift() -> N
     assert (make_stream(stretched, "angle", K3) - make_stream(x, "angle", K3)).abs().max() > 0.05
 
 
+@pytest.mark.parametrize("layout", [K3, P2], ids=lambda lay: lay.name)
+def test_distance_stream_matches_naive_loops(layout) -> None:
+    x = _clips(2, layout.dims, 5, layout.num_joints, 2, seed=3)
+    x[0, :, 3:] = 0  # padded tail
+    x[1, :, 1, :, 1] = 0  # person 1 missing in frame 1
+    got = make_stream(x, "distance", layout).numpy()
+    n, _, t, v, m = x.shape
+    want = np.zeros((n, v, t, v, m), dtype=np.float32)
+    for i in range(n):
+        for f in range(t):
+            for p in range(m):
+                for j in range(v):
+                    for u in range(v):
+                        want[i, u, f, j, p] = np.linalg.norm(x[i, :, f, j, p] - x[i, :, f, u, p])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    # One channel per joint of the layout, whatever the coordinates.
+    assert stream_channels("distance", layout.dims, layout.num_joints) == layout.num_joints
+    assert stream_channels("joint+distance", 3, 20) == 23
+    with pytest.raises(ValueError, match="joint count"):
+        stream_channels("distance", 3)
+    assert (got[0, :, 3:] == 0).all() and (got[1, :, 1, :, 1] == 0).all()
+    motion = make_stream(x, "distance_motion", layout).numpy()
+    np.testing.assert_allclose(motion[1, :, 2:4], want[1, :, 3:5] - want[1, :, 2:4], atol=1e-5)
+    assert (motion[0, :, 2:] == 0).all()  # frame 2 is clip 0's last: no jump into padding
+
+
+def test_distance_stream_is_unchanged_by_rotation_reflection_and_shift() -> None:
+    x = _clips(2, 3, 6, 20, 1, seed=5)
+    q = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(2)))[0]
+    for r in (q, -q):
+        moved = torch.einsum("ij,njtvm->nitvm", r, x) + torch.tensor([0.5, 1.0, -1.0]).view(
+            1, 3, 1, 1, 1
+        )
+        torch.testing.assert_close(
+            make_stream(moved, "distance", K3), make_stream(x, "distance", K3), atol=2e-5, rtol=0
+        )
+    stretched = x * torch.tensor([1.0, 2.0, 1.0])[None, :, None, None, None]
+    change = make_stream(stretched, "distance", K3) - make_stream(x, "distance", K3)
+    assert change.abs().max() > 0.05
+
+
 def test_root_bone_zero_and_motion_zero_on_padded_tail() -> None:
     x = _clips(1, 3, 8, 20, 1)
     x[0, :, 5:] = 0

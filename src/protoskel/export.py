@@ -358,7 +358,9 @@ def export_metadata(ck: dict[str, Any]) -> dict[str, str]:
         "num_frames": str(cfg.data.num_frames),
         "in_channels": str(int(ck["in_channels"])),
         # C of the input: the coordinates times the streams stacked (e.g. 6 for joint+bone).
-        "input_channels": str(stream_channels(cfg.data.stream, int(ck["in_channels"]))),
+        "input_channels": str(
+            stream_channels(cfg.data.stream, int(ck["in_channels"]), lay.num_joints)
+        ),
         "input": f"{INPUT_NAME}: float32 (N, C, T, V, M) prepared clip (N, M dynamic)",
         "output": f"{OUTPUT_NAME}: float32 (N, K) class logits (softmax for probabilities)",
         # What the caller applies before the graph (box moves inside with frame averaging).
@@ -432,9 +434,9 @@ def example_input(ck: dict[str, Any], batch: int = 2, persons: int = 1, seed: in
     from protoskel.training.checkpoint import checkpoint_layout
 
     g = torch.Generator().manual_seed(seed)
-    c = stream_channels(ck["config"]["data"]["stream"], int(ck["in_channels"]))
-    t = int(ck["config"]["data"]["num_frames"])
     v = checkpoint_layout(ck).num_joints
+    c = stream_channels(ck["config"]["data"]["stream"], int(ck["in_channels"]), v)
+    t = int(ck["config"]["data"]["num_frames"])
     return torch.randn(batch, c, t, v, persons, generator=g)
 
 

@@ -314,7 +314,7 @@ class Predictor:
         """Run the model once on an empty clip so the first window's latency is not a cold start."""
         m = self.num_persons or 1
         v = self.layout.num_joints
-        c = stream_channels(self.stream, self.in_channels)
+        c = stream_channels(self.stream, self.in_channels, v)
         self.model(torch.zeros(1, c, self.num_frames, v, m))
 
     def _window(self, frames: list[Frame], number: int, top_k: int) -> dict[str, Any]:

@@ -63,11 +63,15 @@ STREAMS = (
     "bone2_motion",
     "angle",
     "angle_motion",
+    "distance",
+    "distance_motion",
 )
 #: Streams whose channel count does not follow the clip's coordinates (3 cosines per joint).
 _FIXED_CHANNELS = {"angle": 3, "angle_motion": 3}
+#: Streams with one channel per joint of the layout (each joint's distance to every joint).
+_JOINT_CHANNELS = ("distance", "distance_motion")
 #: Streams that are functions of the body alone, unchanged by any rotation of the camera.
-ROTATION_INVARIANT_STREAMS = ("angle", "angle_motion")
+ROTATION_INVARIANT_STREAMS = ("angle", "angle_motion", *_JOINT_CHANNELS)
 
 
 def stream_parts(stream: str) -> tuple[str, ...]:
@@ -82,9 +86,15 @@ def stream_parts(stream: str) -> tuple[str, ...]:
     return parts
 
 
-def stream_channels(stream: str, coords: int) -> int:
-    """Channels a model sees for ``stream`` on clips of ``coords`` coordinates."""
-    return sum(_FIXED_CHANNELS.get(p, coords) for p in stream_parts(stream))
+def stream_channels(stream: str, coords: int, joints: int | None = None) -> int:
+    """Channels a model sees for ``stream`` on clips of ``coords`` coordinates and ``joints``."""
+    parts = stream_parts(stream)
+    if joints is None and any(p in _JOINT_CHANNELS for p in parts):
+        raise ValueError(f"stream {stream!r} has one channel per joint: pass the joint count")
+    return sum(
+        joints if p in _JOINT_CHANNELS else _FIXED_CHANNELS.get(p, coords)  # type: ignore[misc]
+        for p in parts
+    )
 
 
 #: The field's NW-UCLA recipe (CTR-GCN): random crop of 50-100% of the clip resized to the
@@ -803,6 +813,13 @@ def _angles(x: Tensor, layout: Layout) -> Tensor:
     )
 
 
+def _distances(x: Tensor) -> Tensor:
+    """Each joint's Euclidean distance to every joint, one channel per joint: (N, V, T, V, M)."""
+    d = (x[:, :, :, :, None, :] - x[:, :, :, None, :, :]).norm(dim=1)
+    # d[n, t, v, u, m] is |x_v - x_u|; the other joint u becomes the channel.
+    return d.permute(0, 3, 1, 2, 4).contiguous()
+
+
 def _motion(x: Tensor, mask: Tensor) -> Tensor:
     # Motion only between two valid frames: no jump into padding or where a person vanishes.
     d = x[:, :, 1:] - x[:, :, :-1]
@@ -822,9 +839,11 @@ def make_stream(x: Tensor, stream: str, layout: Layout, mask: Tensor | None = No
     bone's angle with the body's up axis, with its across axis (both from the layout) and with
     its parent's bone (0 where a bone is missing: the root's, and the root's children's parent
     bone), so no rotation, reflection, scale or shift of the camera frame changes it (Qin et
-    al.'s angular encoding); ``*_motion`` is ``x[t+1] - x[t]`` where both frames are valid for
-    that person, else 0 (the last frame is 0). ``mask`` (N, T, M) defaults to the non-zero
-    slots of ``x``.
+    al.'s angular encoding); ``distance`` is each joint's distance to every joint of the same
+    person and frame, one channel per joint of the layout (DD-Net's joint collection distances
+    as per-joint features), also unchanged by rotations and shifts of the camera; ``*_motion``
+    is ``x[t+1] - x[t]`` where both frames are valid for that person, else 0 (the last frame
+    is 0). ``mask`` (N, T, M) defaults to the non-zero slots of ``x``.
     """
     parts = stream_parts(stream)
     if x.shape[3] != layout.num_joints:
@@ -842,5 +861,11 @@ def make_stream(x: Tensor, stream: str, layout: Layout, mask: Tensor | None = No
     if stream == "joint_motion":
         return _motion(x, mask)
     base, motion = stream.removesuffix("_motion"), stream.endswith("_motion")
-    y = _angles(x, layout) if base == "angle" else _bones(x, layout, 2 if base == "bone2" else 1)
+    if base == "angle":
+        y = _angles(x, layout)
+    elif base == "distance":
+        # Padded slots are all zero, so their distances are zero too: no mask needed here.
+        y = _distances(x)
+    else:
+        y = _bones(x, layout, 2 if base == "bone2" else 1)
     return _motion(y, mask) if motion else y

@@ -261,7 +261,7 @@ class Config:
                 ),
                 "model.invariance",
                 f"the {self.data.stream} stream is already unchanged by camera rotations, and "
-                "frame averaging would rotate its cosines as if they were coordinates: set "
+                "frame averaging would rotate its features as if they were coordinates: set "
                 "model.invariance=null",
             ),
             (

@@ -66,7 +66,7 @@ def build_model_from_config(
         c.model.backbone,
         layout=layout,
         num_classes=num_classes,
-        in_channels=stream_channels(c.data.stream, in_channels),
+        in_channels=stream_channels(c.data.stream, in_channels, layout.num_joints),
         head=c.model.head,
         head_dropout=c.model.dropout,
         **{f"head_{k}": v for k, v in c.model.head_kwargs.items()},
