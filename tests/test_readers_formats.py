@@ -304,7 +304,10 @@ def test_pyskl_annotation_problems(tmp_path: Path) -> None:
     check(dict(good, frame_dir="t", total_frames=9), "total_frames", "9 frames", "has 6")
     check(dict(good, frame_dir="s", keypoint_score=np.ones((2, 6, 16))), "keypoint_score", "shape")
     check(dict(good, keypoint=np.zeros((6, 17, 2))), "expected 4 dimensions")
-    check(dict(good, keypoint=np.array([[["a"]]] * 1, dtype=object)), "numeric numpy array")
+    # Object arrays are refused while loading, before any annotation is looked at.
+    obj = dict(good, keypoint=np.array([[["a"]]] * 1, dtype=object))
+    check(obj, "['annotations'][1]['keypoint']", "dtype object", "refused")
+    check(dict(good, keypoint=np.array([[["a"]]] * 1)), "numeric numpy array")
     empty = dict(good, frame_dir="z", keypoint=np.zeros((1, 0, 17, 2)), total_frames=0)
     check(dict(empty, keypoint_score=None), "(z)", "zero-length")
     check(dict(good, frame_dir="l", label="walk"), "label", "expected an integer")
@@ -398,9 +401,90 @@ def test_pyskl_refuses_numeric_arrays_whose_dtype_claims_objects(tmp_path: Path,
     # Read as object pointers, such bytes would be dereferenced: the file must be refused.
     data = {"annotations": [coco_annotation("v", 0)], "forged": _ObjectFlaggedArray(code)}
     p = dump(data, tmp_path / "forged.pkl", 2)
-    with pytest.raises(DataFormatError, match="not a readable pickle") as err:
+    with pytest.raises(DataFormatError, match="state numpy never writes") as err:
         read_pyskl(p)
-    assert str(p) in str(err.value)
+    assert str(p) in str(err.value) and "['forged']" in str(err.value)
+
+
+_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's own _reconstruct
+
+
+@pytest.mark.parametrize(
+    ("payload", "needle"),
+    [
+        # Each would allocate or touch about a terabyte (or crash numpy) if it were obeyed.
+        (_Payload(bytes, 2**40), "bytes(n)"),
+        (_Payload(np.ndarray, (2**20, 2**20), "f8"), "numpy.ndarray(...)"),
+        (_Payload(str, [["x" * 1000] * 1000] * 1000), "str() of a list"),
+        (_Payload(_RECONSTRUCT, np.ndarray, (2**40,), b"b"), "without a (shape, dtype"),
+        (
+            _Payload(
+                _RECONSTRUCT,
+                np.ndarray,
+                (0,),
+                b"b",
+                state=(1, (2**40,), np.dtype("f4"), False, b"\0" * 8),
+            ),
+            "needs 4398046511104 bytes but the data has 8",
+        ),
+        (
+            # An object array whose data is a short list: numpy 2 crashes the process on this.
+            _Payload(
+                _RECONSTRUCT,
+                np.ndarray,
+                (0,),
+                b"b",
+                state=(1, (10**6,), np.dtype("O"), False, [1, 2]),
+            ),
+            "dtype object",
+        ),
+    ],
+)
+def test_pyskl_refuses_what_the_file_cannot_pay_for(
+    tmp_path: Path, payload: object, needle: str
+) -> None:
+    data = {"annotations": [coco_annotation("v", 0)], "bomb": payload}
+    for protocol in (2, 4, 5):
+        p = dump(data, tmp_path / f"bomb{protocol}.pkl", protocol)
+        assert p.stat().st_size < 10_000_000
+        with pytest.raises(DataFormatError) as err:
+            read_pyskl(p)
+        msg = str(err.value)
+        assert needle in msg and "refused" in msg and str(p) in msg, msg
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_restricted_pickle_reads_numpy_values_like_pickle(tmp_path: Path, protocol: int) -> None:
+    import collections
+
+    from protoskel.data.readers import load_restricted_pickle
+
+    rng = np.random.default_rng(0)
+    shared = rng.normal(size=(2, 3)).astype(np.float32)
+    data = {
+        "f32": shared,
+        "again": shared,  # the same object twice stays one object
+        "fortran": np.asfortranarray(rng.normal(size=(3, 4))),
+        "big_endian": np.arange(5, dtype=">i4"),
+        "f16": np.ones((2, 2), np.float16),
+        "bools": np.array([True, False]),
+        "text": np.array(["walk", "sit down"]),
+        "empty": np.zeros((0, 17, 2)),
+        "scalars": (np.int64(7), np.float32(0.5), np.bool_(True)),
+        "ordered": collections.OrderedDict(a=[1, 2.5, "x", None, b"raw"], b={1, 2}),
+        "complex": np.array([1 + 2j]),
+    }
+    p = dump(data, tmp_path / "rich.pkl", protocol)
+    got = load_restricted_pickle(p)
+    want = pickle.loads(p.read_bytes())  # our own file: the default unpickler is safe here
+    assert got.keys() == want.keys() and got["again"] is got["f32"]
+    for k in want:
+        if isinstance(want[k], np.ndarray):
+            assert got[k].dtype == want[k].dtype and got[k].flags.writeable, k
+            np.testing.assert_array_equal(got[k], want[k])
+        else:
+            assert got[k] == want[k] and type(got[k]) is type(want[k]), k
+    assert [type(x) for x in got["scalars"]] == [np.int64, np.float32, np.bool_]
 
 
 def test_pyskl_corrupt_pickles_are_data_format_errors(tmp_path: Path) -> None:
@@ -504,6 +588,22 @@ def test_npz_refuses_pickled_objects_and_broken_archives(tmp_path: Path) -> None
         read_generic(tmp_path / "absent.npz")
     with pytest.raises(DataFormatError, match=r"\.npz or \.csv"):
         read_generic(tmp_path / "clip.txt")
+
+
+def test_npz_refuses_an_archive_that_expands_past_the_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import protoskel.data.readers.generic as generic
+
+    p = tmp_path / "zeros.npz"
+    kp = np.zeros((1, 50_000, 17, 2), np.float32)  # 6.8 MB of zeros, a few kB compressed
+    np.savez_compressed(p, keypoints=kp, layout="coco-17")
+    assert p.stat().st_size < 100_000
+    assert read_generic(p).keypoints.shape == kp.shape  # within the default bound
+    monkeypatch.setattr(generic, "MAX_NPZ_BYTES", 1 << 20)
+    with pytest.raises(DataFormatError, match=r"expands to 0\.01 GiB, more than the") as err:
+        read_generic(p)
+    assert str(p) in str(err.value) and "split the clip" in str(err.value)
 
 
 def test_writers_refuse_broken_clips_and_keep_the_old_file(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import pickle
 import socket
 import threading
 import time
@@ -203,6 +204,14 @@ def _json(kp: Any, layout: Any = KINECT, **extra: Any) -> dict[str, Any]:
     return {"json": {"keypoints": kp, "layout": layout, **extra}}
 
 
+class _ObjectArray:
+    """Pickles to an object array whose data is a short list: numpy 2 crashes building it."""
+
+    def __reduce__(self) -> tuple:
+        reconstruct = np.zeros(1).__reduce__()[0]
+        return reconstruct, (np.ndarray, (0,), b"b"), (1, (10**6,), np.dtype("O"), False, [1, 2])
+
+
 def _bad_cases(
     tmp_path: Path, clip: SkeletonSequence
 ) -> list[tuple[str, dict[str, Any], int, str]]:
@@ -221,6 +230,12 @@ def _bad_cases(
         ("unsupported type", _file("x.exe", b"MZ\x90\x00"), 415, "unsupported"),
         ("bad CSV", _file("c.csv", b"a,b\n1,2\n"), 422, "frame,person"),
         ("bad JSON clip", _file("j.json", b"{not json"), 422, "JSON"),
+        (
+            "crashing pickle",
+            _file("o.pkl", pickle.dumps([{"keypoint": _ObjectArray()}])),
+            422,
+            "refused",
+        ),
         (
             "malformed multipart",
             _raw(b"garbage", "multipart/form-data; boundary=xyz"),

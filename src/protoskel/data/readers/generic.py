@@ -24,6 +24,7 @@ from protoskel.layouts import Layout, get_layout, list_layouts
 
 __all__ = [
     "MAX_FRAMES",
+    "MAX_NPZ_BYTES",
     "MAX_PERSONS",
     "atomic_write",
     "read_generic",
@@ -37,6 +38,9 @@ __all__ = [
 # Guards against a typo (or a hostile file) turning one frame index into gigabytes of zeros.
 MAX_FRAMES = 100_000
 MAX_PERSONS = 64
+# What an NPZ may expand to: a compressed archive of a few MB can declare gigabytes of zeros
+# (a zip bomb), and a server that reads uploads must refuse it before decompressing.
+MAX_NPZ_BYTES = 2 << 30
 
 _NPZ_KEYS = ("keypoints", "scores", "label", "label_name", "layout", "fps", "id", "subject", "view")
 _CSV_KEYS = ("layout", "label", "label_name", "fps", "id", "subject", "view")
@@ -136,6 +140,16 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
         )
     try:
         with obj:
+            # zipfile stops each member at its declared size, so this bounds what is inflated.
+            size = sum(info.file_size for info in obj.zip.infolist())
+            if size > MAX_NPZ_BYTES:
+                raise DataFormatError(
+                    path,
+                    None,
+                    f"the archive expands to {size / 2**30:.2f} GiB, more than the "
+                    f"{MAX_NPZ_BYTES / 2**30:g} GiB a clip file may hold; split the clip into "
+                    "several files",
+                )
             out = {}
             for key in obj.files:
                 try:

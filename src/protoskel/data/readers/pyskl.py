@@ -7,15 +7,19 @@ A PYSKL file is a pickle of ``{"split": {name: [frame_dir, ...]}, "annotations":
 
 Pickles can run arbitrary code when loaded, so the unpickler here resolves only the globals
 numpy arrays and scalars need plus plain Python containers; any other global (``os.system``, a
-custom class, ...) is refused before anything is called. This blocks code execution; it does
-not bound the memory a hostile file may ask for.
+custom class, ...) is refused before anything is called. numpy arrays, scalars and dtypes are
+not built while the pickle runs but described, and built afterwards only if they are plain
+numeric or text arrays whose bytes are all in the file; calls that allocate what the file does
+not hold (``bytes(n)``, ``numpy.ndarray(shape)``, ``str`` of a container) are refused. So a file
+costs memory in proportion to its size. Not bounded: CPU time, e.g. hashing deeply shared
+tuples used as dict keys, which the C unpickler does without calling any global.
 """
 
 from __future__ import annotations
 
 import collections
-import importlib
 import io
+import math
 import pickle
 from functools import cache
 from pathlib import Path
@@ -34,16 +38,6 @@ __all__ = ["PYSKL_LAYOUTS", "RestrictedUnpickler", "load_restricted_pickle", "re
 PYSKL_LAYOUTS = {17: "coco-17", 18: "openpose-18", 25: "ntu-25"}
 
 
-def _numpy_attr(modules: tuple[str, ...], name: str) -> Any:
-    """A numpy internal that moved between numpy 1 (``numpy.core``) and 2 (``numpy._core``)."""
-    for mod in modules:
-        try:
-            return getattr(importlib.import_module(mod), name)
-        except (ImportError, AttributeError):
-            continue
-    raise ImportError(f"numpy has no {name} in {modules}")
-
-
 def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
     """``_codecs.encode`` restricted to what protocol-2 pickles use for raw bytes."""
     if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
@@ -51,27 +45,191 @@ def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
     return text.encode("latin1")
 
 
+def _bytes(*args: Any) -> bytes:
+    """``bytes(...)`` without ``bytes(n)``, which would allocate n bytes the file never held."""
+    if args and isinstance(args[0], int):
+        raise pickle.UnpicklingError("refused bytes(n): it allocates memory the file does not hold")
+    return bytes(*args)
+
+
+def _str(*args: Any) -> str:
+    """``str(...)`` of text only: the repr of a container can be exponentially larger."""
+    if args and not isinstance(args[0], str | bytes):
+        raise pickle.UnpicklingError(f"refused str() of a {type(args[0]).__name__}")
+    return str(*args)
+
+
+# numpy objects are not built while the pickle runs: the pickle could call __setstate__
+# (BUILD) on any real array or dtype it holds, and numpy trusts that state (an object array
+# whose data is a short list crashes the process; a forged shape allocates without bound).
+# The unpickler builds these inert descriptions instead; each is checked and turned into a
+# numpy object only after loading, when the pickle can no longer reach it.
+#: dtype kinds a data pickle may hold: bool, integers, floats, complex, bytes and text.
+_KINDS = "biufcSU"
+_MAX_ITEMSIZE = 1 << 20
+
+
+class _Refused(ValueError):
+    """A numpy object in the pickle that the reader will not build."""
+
+
+class _NdarrayType:
+    """Stands for ``numpy.ndarray`` as ``_reconstruct``'s first argument; calling it is refused."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        raise pickle.UnpicklingError(
+            "refused numpy.ndarray(...): it allocates memory the file does not hold"
+        )
+
+
+_NDARRAY = _NdarrayType()
+
+
+class _Dtype:
+    """``numpy.dtype(spec, align, copy)`` and its state, as the pickle gives them."""
+
+    __slots__ = ("spec", "state")
+
+    def __init__(self, spec: Any, align: Any = False, copy: Any = True) -> None:
+        self.spec: Any = spec
+        self.state: Any = None
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def resolve(self) -> np.dtype:
+        """The plain numeric or text dtype this describes; anything else is refused."""
+        if not isinstance(self.spec, str):
+            raise _Refused(f"dtype {self.spec!r} is not a type code")
+        try:
+            dt = np.dtype(self.spec)
+        except TypeError:
+            raise _Refused(f"dtype {self.spec!r} is not a numpy type code") from None
+        if dt.kind not in _KINDS or dt.fields is not None or dt.subdtype is not None:
+            raise _Refused(f"dtype {dt} is not a plain number or text type")
+        if self.state is not None:
+            order = self.state[1] if isinstance(self.state, tuple) and self.state[1:] else None
+            if order in ("<", ">") and dt.byteorder != "|":
+                dt = dt.newbyteorder(order)
+            # Only the state numpy itself writes for this dtype: a forged one (object flags,
+            # fields, sizes) would make numpy misread the array's bytes.
+            if self.state != dt.__reduce__()[2]:
+                raise _Refused(f"dtype {dt} comes with a state numpy never writes for it")
+        if dt.itemsize > _MAX_ITEMSIZE:
+            raise _Refused(f"dtype {dt} has items of {dt.itemsize} bytes")
+        return dt
+
+
+def _array(raw: Any, dtype: Any, shape: Any, fortran: Any, native: bool = False) -> np.ndarray:
+    """A checked array from raw bytes: the bytes must be exactly what the shape needs."""
+    if not isinstance(dtype, _Dtype):
+        raise _Refused(f"array dtype is a {type(dtype).__name__}, not a dtype")
+    dt = dtype.resolve()
+    if not isinstance(shape, tuple) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+    ):
+        raise _Refused(f"array shape {shape!r} is not a tuple of sizes")
+    if not isinstance(fortran, bool):
+        raise _Refused(f"array order flag {fortran!r} is not a bool")
+    if isinstance(raw, pickle.PickleBuffer):
+        raw = bytes(raw.raw())
+    if not isinstance(raw, bytes | bytearray):
+        raise _Refused(f"array data is a {type(raw).__name__}, not raw bytes")
+    need = math.prod(shape) * dt.itemsize
+    if need != len(raw):
+        raise _Refused(f"shape {shape} of {dt} needs {need} bytes but the data has {len(raw)}")
+    out = np.frombuffer(raw, dt).reshape(shape, order="F" if fortran else "C")
+    # ndarray.__setstate__ gives native byte order (protocol 5's buffers keep the file's).
+    return out.astype(dt.newbyteorder("=")) if native and not dt.isnative else out.copy()
+
+
+class _Array:
+    """``_reconstruct(ndarray, ...)`` followed by the array's state (shape, dtype, bytes)."""
+
+    __slots__ = ("state",)
+
+    def __init__(self) -> None:
+        self.state: Any = None
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def resolve(self) -> np.ndarray:
+        """The array, if the state is one numpy writes for a plain numeric or text array."""
+        st = self.state
+        if isinstance(st, tuple) and len(st) == 5:
+            st = st[1:]  # (version, shape, dtype, is_fortran, data)
+        if not isinstance(st, tuple) or len(st) != 4:
+            raise _Refused("an array without a (shape, dtype, order, data) state")
+        shape, dtype, fortran, raw = st
+        return _array(raw, dtype, shape, fortran, native=True)
+
+
+class _Buffer:
+    """Protocol 5's ``_frombuffer(buffer, dtype, shape, order)``."""
+
+    __slots__ = ("args",)
+
+    def __init__(self, *args: Any) -> None:
+        self.args = args
+
+    def __setstate__(self, state: Any) -> None:
+        raise pickle.UnpicklingError("refused state for a numpy buffer array")
+
+    def resolve(self) -> np.ndarray:
+        """The array, if buffer, dtype, shape and order agree."""
+        if len(self.args) != 4 or self.args[3] not in ("C", "F"):
+            raise _Refused("a buffer array needs (buffer, dtype, shape, order C or F)")
+        raw, dtype, shape, order = self.args
+        return _array(raw, dtype, shape, order == "F")
+
+
+class _Scalar:
+    """``numpy scalar(dtype, bytes)``."""
+
+    __slots__ = ("args",)
+
+    def __init__(self, *args: Any) -> None:
+        self.args = args
+
+    def __setstate__(self, state: Any) -> None:
+        raise pickle.UnpicklingError("refused state for a numpy scalar")
+
+    def resolve(self) -> Any:
+        """The numpy scalar, if its bytes fit its dtype."""
+        if len(self.args) != 2:
+            raise _Refused("a numpy scalar needs (dtype, bytes)")
+        return _array(self.args[1], self.args[0], (), False)[()]
+
+
+def _reconstruct(subtype: Any, shape: Any = None, dtype: Any = None) -> _Array:
+    """numpy's ``_reconstruct`` for plain ndarrays only; the real array is built after loading."""
+    if subtype is not _NDARRAY:
+        raise pickle.UnpicklingError("refused _reconstruct of anything but numpy.ndarray")
+    return _Array()
+
+
+_DEFERRED = (_Array, _Buffer, _Scalar, _Dtype)
+
+
 @cache
 def _allowed_globals() -> dict[tuple[str, str], Any]:
-    core = ("numpy._core.multiarray", "numpy.core.multiarray")
-    numeric = ("numpy._core.numeric", "numpy.core.numeric")
-    reconstruct = _numpy_attr(core, "_reconstruct")
-    scalar = _numpy_attr(core, "scalar")
-    frombuffer = _numpy_attr(numeric, "_frombuffer")
     allowed: dict[tuple[str, str], Any] = {
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
+        ("numpy", "ndarray"): _NDARRAY,
+        ("numpy", "dtype"): _Dtype,
         ("_codecs", "encode"): _latin1_encode,
         ("collections", "OrderedDict"): collections.OrderedDict,
     }
     for mod in ("numpy._core.multiarray", "numpy.core.multiarray"):
-        allowed[(mod, "_reconstruct")] = reconstruct
-        allowed[(mod, "scalar")] = scalar
+        allowed[(mod, "_reconstruct")] = _reconstruct
+        allowed[(mod, "scalar")] = _Scalar
     for mod in ("numpy._core.numeric", "numpy.core.numeric"):
-        allowed[(mod, "_frombuffer")] = frombuffer
-    safe_builtins = (dict, list, set, frozenset, tuple, str, bytes, int, float, complex, bool)
+        allowed[(mod, "_frombuffer")] = _Buffer
+    safe_builtins = (dict, list, set, frozenset, tuple, int, float, complex, bool)
     for obj in safe_builtins:
         allowed[("builtins", obj.__name__)] = obj
+    allowed[("builtins", "bytes")] = _bytes
+    allowed[("builtins", "str")] = _str
     return allowed
 
 
@@ -84,8 +242,8 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         """Resolve a global only if it is on the allow-list; otherwise refuse the whole file."""
-        if module == "__builtin__":  # protocol <= 2 pickles use the Python 2 name
-            module = "builtins"
+        if module == "__builtin__":  # protocol <= 2 pickles use the Python 2 names
+            module, name = "builtins", {"unicode": "str", "long": "int"}.get(name, name)
         obj = _allowed_globals().get((module, name))
         if obj is None:
             raise DataFormatError(
@@ -100,6 +258,56 @@ class RestrictedUnpickler(pickle.Unpickler):
     def persistent_load(self, pid: Any) -> Any:
         """Persistent ids would hand objects to outside code; refuse them."""
         raise DataFormatError(self.path, "persistent id", "the pickle uses persistent ids; refused")
+
+    def load(self) -> Any:
+        """Unpickle, then build the numpy objects the pickle described, each one checked."""
+        return _materialise(super().load())
+
+
+class _RefusedAt(Exception):
+    """A refused numpy object and where it sits in the loaded tree (e.g. ``[0]['keypoint']``)."""
+
+    def __init__(self, where: str, what: str) -> None:
+        super().__init__(f"{where}: {what}")
+        self.where, self.what = where, what
+
+
+def _materialise(obj: Any) -> Any:
+    """Replace the deferred numpy descriptions in a loaded tree by checked numpy objects."""
+    done: dict[int, Any] = {}
+    open_tuples: set[int] = set()
+
+    def walk(o: Any, where: str) -> Any:
+        key, kind = id(o), type(o)
+        if key in done:
+            return done[key]
+        if kind in _DEFERRED:
+            try:
+                out = o.resolve()
+            except _Refused as e:
+                raise _RefusedAt(where or "the top-level object", str(e)) from None
+        elif kind is list:
+            done[key] = o  # registered first: a list may contain itself
+            o[:] = [walk(x, f"{where}[{i}]") for i, x in enumerate(o)]
+            out = o
+        elif kind is dict or kind is collections.OrderedDict:
+            out = kind()
+            done[key] = out
+            for k, v in o.items():
+                # Keys are clipped: a hostile key could be megabytes long.
+                out[walk(k, f"{where} key")] = walk(v, f"{where}[{k!r:.80}]")
+        elif kind is tuple or kind is set or kind is frozenset:
+            if key in open_tuples:
+                raise _RefusedAt(where, "a tuple that contains itself")
+            open_tuples.add(key)
+            out = kind(walk(x, f"{where}[{i}]") for i, x in enumerate(o))
+            open_tuples.discard(key)
+        else:
+            return o
+        done[key] = out
+        return out
+
+    return walk(obj, "")
 
 
 def load_restricted_pickle(path: str | Path) -> Any:
@@ -118,6 +326,13 @@ def load_restricted_pickle(path: str | Path) -> Any:
         raise
     except RecursionError:
         raise DataFormatError(path, None, "the pickle is nested too deeply") from None
+    except _RefusedAt as e:
+        raise DataFormatError(
+            path,
+            e.where,
+            f"refused: {e.what} (a data pickle may only hold plain numeric or text arrays whose "
+            "bytes are all in the file)",
+        ) from None
     except Exception as e:
         # Corrupt pickles surface as many exception types; all mean the same to the caller.
         raise DataFormatError(
