@@ -42,7 +42,12 @@ def test_shipped_checkpoint_predicts_and_holds_no_dataset_keypoints(row: dict) -
     assert out["predictions"][0]["label"] in pred.classes
 
 
-_SOURCES = {"nw-ucla": "nw-ucla", "msr-action3d": "msr-action3d", "penn-action": "penn-action-2d"}
+_SOURCES = {
+    "nw-ucla": "nw-ucla",
+    "msr-action3d": "msr-action3d",
+    "penn-action": "penn-action-2d",
+    "utkinect": "utkinect-action3d",
+}
 
 
 @pytest.fixture(scope="module")
