@@ -37,10 +37,12 @@ VARIANTS = {
     "fa_canonical": {"invariance": "frame_averaging", "invariance_mode": "canonical"},
     "prototype": {"head": "prototype", "head_kwargs": {"window": 2, "proto_dim": 8}},
     "stacked": {},
+    "distance": {},
     "sagcn": {"backbone": "sagcn", "kwargs": {"width": 8, "depth": 3, "heads": 2}},
 }
-#: Data settings of a variant beside its model settings: two streams stacked on channels.
-DATA_VARIANTS = {"stacked": {"stream": "joint+bone"}}
+#: Data settings of a variant beside its model settings: two streams stacked on channels, and
+#: a stream with one channel per joint.
+DATA_VARIANTS = {"stacked": {"stream": "joint+bone"}, "distance": {"stream": "distance"}}
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +109,9 @@ def _torch_logits(pred: Predictor, x: torch.Tensor) -> np.ndarray:
         return pred.model(x).numpy()
 
 
-@pytest.mark.parametrize("variant", ["linear", "fa", "fa_canonical", "stacked", "sagcn"])
+@pytest.mark.parametrize(
+    "variant", ["linear", "fa", "fa_canonical", "stacked", "distance", "sagcn"]
+)
 def test_onnx_matches_pytorch_on_synthetic_clips(
     runs: dict[str, Path], exported: _Exports, variant: str
 ) -> None:
@@ -128,11 +132,14 @@ def test_onnx_matches_pytorch_on_synthetic_clips(
     assert np.abs(_onnx_logits(out, two) - _torch_logits(pred, two)).max() < 1e-4
 
 
-def test_stacked_streams_predict_over_a_sliding_window(runs: dict[str, Path]) -> None:
+@pytest.mark.parametrize(("variant", "channels"), [("stacked", 6), ("distance", 20)])
+def test_derived_streams_predict_over_a_sliding_window(
+    runs: dict[str, Path], variant: str, channels: int
+) -> None:
     from protoskel.inference import Frame
 
-    pred = Predictor.from_checkpoint(runs["stacked"])
-    assert pred.prepare(open_store(runs["store"]).split("val").get(0)).shape[1] == 6
+    pred = Predictor.from_checkpoint(runs[variant])
+    assert pred.prepare(open_store(runs["store"]).split("val").get(0)).shape[1] == channels
     seq = open_store(runs["store"]).split("val").get(0)
     frames = [Frame(i, seq.keypoints[:, i], seq.layout, arrived=0.0) for i in range(seq.num_frames)]
     (row,) = pred.predict_windows(frames, window=seq.num_frames)
