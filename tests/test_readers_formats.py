@@ -407,6 +407,7 @@ def test_pyskl_refuses_numeric_arrays_whose_dtype_claims_objects(tmp_path: Path,
 
 
 _RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's own _reconstruct
+_SCALAR = np.float32(1).__reduce__()[0]  # numpy's own scalar
 
 
 @pytest.mark.parametrize(
@@ -417,6 +418,10 @@ _RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's own _reconstruct
         (_Payload(np.ndarray, (2**20, 2**20), "f8"), "numpy.ndarray(...)"),
         (_Payload(str, [["x" * 1000] * 1000] * 1000), "str() of a list"),
         (_Payload(_RECONSTRUCT, np.ndarray, (2**40,), b"b"), "without a (shape, dtype"),
+        (
+            _Payload(_SCALAR, np.dtype("f4"), b"\0" * 4, state={"x": 1}),
+            "refused state for a numpy scalar",
+        ),
         (
             _Payload(
                 _RECONSTRUCT,

@@ -165,16 +165,24 @@ class _Array:
         return _array(raw, dtype, shape, fortran, native=True)
 
 
-class _Buffer:
-    """Protocol 5's ``_frombuffer(buffer, dtype, shape, order)``."""
+class _Call:
+    """A numpy call the pickle asked for, kept as its arguments until the pickle is loaded."""
 
     __slots__ = ("args",)
+    what = "numpy object"
 
     def __init__(self, *args: Any) -> None:
         self.args = args
 
     def __setstate__(self, state: Any) -> None:
-        raise pickle.UnpicklingError("refused state for a numpy buffer array")
+        raise pickle.UnpicklingError(f"refused state for a {self.what}")
+
+
+class _Buffer(_Call):
+    """Protocol 5's ``_frombuffer(buffer, dtype, shape, order)``."""
+
+    __slots__ = ()
+    what = "numpy buffer array"
 
     def resolve(self) -> np.ndarray:
         """The array, if buffer, dtype, shape and order agree."""
@@ -184,16 +192,11 @@ class _Buffer:
         return _array(raw, dtype, shape, order == "F")
 
 
-class _Scalar:
+class _Scalar(_Call):
     """``numpy scalar(dtype, bytes)``."""
 
-    __slots__ = ("args",)
-
-    def __init__(self, *args: Any) -> None:
-        self.args = args
-
-    def __setstate__(self, state: Any) -> None:
-        raise pickle.UnpicklingError("refused state for a numpy scalar")
+    __slots__ = ()
+    what = "numpy scalar"
 
     def resolve(self) -> Any:
         """The numpy scalar, if its bytes fit its dtype."""
