@@ -458,6 +458,24 @@ def test_pyskl_refuses_what_the_file_cannot_pay_for(
         assert needle in msg and "refused" in msg and str(p) in msg, msg
 
 
+def test_pyskl_refusal_names_the_place_without_printing_huge_keys(tmp_path: Path) -> None:
+    # A key built from shared parts: its repr would be 2**18 copies of a 1000-character string.
+    key: object = "k" * 1000
+    for _ in range(18):
+        key = (key, key)
+    bad = _Payload(bytes, 2**40)
+    data = {"annotations": [coco_annotation("v", 0)], "x": {key: [_ObjectFlaggedArray("<f4")]}}
+    p = dump(data, tmp_path / "key.pkl")
+    with pytest.raises(DataFormatError) as err:
+        read_pyskl(p)
+    msg = str(err.value)
+    assert "['x'][<tuple key>][0]" in msg and "state numpy never writes" in msg
+    assert len(msg) < 600
+    p = dump({"annotations": [], "x": {key: bad}}, tmp_path / "key2.pkl")
+    with pytest.raises(DataFormatError, match=r"bytes\(n\)"):
+        read_pyskl(p)
+
+
 @pytest.mark.parametrize("protocol", [2, 3, 4, 5])
 def test_restricted_pickle_reads_numpy_values_like_pickle(tmp_path: Path, protocol: int) -> None:
     import collections

@@ -275,12 +275,31 @@ class _RefusedAt(Exception):
         self.where, self.what = where, what
 
 
+def _step_text(step: Any) -> str:
+    """One step of a path into the loaded tree, short whatever the key (``[3]``, ``['kp']``)."""
+    if isinstance(step, bool | float) or (isinstance(step, int) and step.bit_length() < 64):
+        return f"[{step!r}]"
+    if isinstance(step, str | bytes):
+        return f"[{step[:60]!r}]"
+    # Never repr an arbitrary key: a tuple built from shared parts can be exponentially long.
+    return f"[<{type(step).__name__} key>]"
+
+
+def _path_text(path: tuple[Any, ...] | None) -> str:
+    """A path kept as nested (parent, step) pairs, rendered only when something is refused."""
+    steps = []
+    while path is not None:
+        path, step = path
+        steps.append(_step_text(step))
+    return "".join(reversed(steps)) or "the top-level object"
+
+
 def _materialise(obj: Any) -> Any:
     """Replace the deferred numpy descriptions in a loaded tree by checked numpy objects."""
     done: dict[int, Any] = {}
     open_tuples: set[int] = set()
 
-    def walk(o: Any, where: str) -> Any:
+    def walk(o: Any, path: tuple[Any, ...] | None) -> Any:
         key, kind = id(o), type(o)
         if key in done:
             return done[key]
@@ -288,29 +307,28 @@ def _materialise(obj: Any) -> Any:
             try:
                 out = o.resolve()
             except _Refused as e:
-                raise _RefusedAt(where or "the top-level object", str(e)) from None
+                raise _RefusedAt(_path_text(path), str(e)) from None
         elif kind is list:
             done[key] = o  # registered first: a list may contain itself
-            o[:] = [walk(x, f"{where}[{i}]") for i, x in enumerate(o)]
+            o[:] = [walk(x, (path, i)) for i, x in enumerate(o)]
             out = o
         elif kind is dict or kind is collections.OrderedDict:
             out = kind()
             done[key] = out
             for k, v in o.items():
-                # Keys are clipped: a hostile key could be megabytes long.
-                out[walk(k, f"{where} key")] = walk(v, f"{where}[{k!r:.80}]")
+                out[walk(k, (path, "<key>"))] = walk(v, (path, k))
         elif kind is tuple or kind is set or kind is frozenset:
             if key in open_tuples:
-                raise _RefusedAt(where, "a tuple that contains itself")
+                raise _RefusedAt(_path_text(path), "a tuple that contains itself")
             open_tuples.add(key)
-            out = kind(walk(x, f"{where}[{i}]") for i, x in enumerate(o))
+            out = kind(walk(x, (path, i)) for i, x in enumerate(o))
             open_tuples.discard(key)
         else:
             return o
         done[key] = out
         return out
 
-    return walk(obj, "")
+    return walk(obj, None)
 
 
 def load_restricted_pickle(path: str | Path) -> Any:
