@@ -135,6 +135,7 @@ def test_list_shows_every_dataset(monkeypatch, capsys) -> None:
         ("utkinect", "kinect-v1-20"),
         ("penn-action", "penn-13"),
         ("generic", ""),
+        ("pyskl", "(from file)"),
     ]:
         line = next(ln for ln in out.splitlines() if ln.startswith(name + " "))
         assert layout in line
@@ -347,3 +348,88 @@ def test_generic_label_outside_classes(tmp_path: Path, monkeypatch, capsys) -> N
     skipped = open_store(out).manifest["skipped"]
     assert [s["file"] for s in skipped] == ["val/d.npz", "val/e.npz"]
     assert "'fly' is not in classes.txt" in skipped[1]["reason"]
+
+
+# ---------------------------------------------------------------- pyskl
+def _ntu_annotation(name: str, label: int, frames: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    kp = rng.normal(size=(2, frames, 25, 3)).astype(np.float32)
+    return {"frame_dir": name, "label": label, "total_frames": frames, "keypoint": kp}
+
+
+def fake_pyskl(tmp_path: Path, split: dict | None = None) -> Path:
+    """A PYSKL 3D pickle in NTU's naming: 4 clips, cross-subject and cross-view lists."""
+    anns = [
+        _ntu_annotation(f"S001C00{c}P00{p}R001A00{a}", a - 1, 5 + c, seed=10 * c + p)
+        for c, p, a in [(1, 1, 1), (2, 1, 2), (1, 2, 2), (3, 2, 3)]
+    ]
+    ids = [a["frame_dir"] for a in anns]
+    if split is None:
+        split = {"xsub_train": ids[:2], "xsub_val": ids[2:], "xview_train": ids[1:3]}
+    path = tmp_path / "ntu_tiny.pkl"
+    import pickle
+
+    path.write_bytes(pickle.dumps({"split": split, "annotations": anns}, protocol=4))
+    return path
+
+
+def _prepare_pyskl(monkeypatch, capsys, src: Path, out: Path) -> tuple[int, str, str]:
+    return run(
+        monkeypatch, capsys, "datasets", "prepare", "pyskl", "--src", str(src), "--out", str(out)
+    )
+
+
+def test_prepare_pyskl_pickle_keeps_its_split_lists(tmp_path: Path, monkeypatch, capsys) -> None:
+    src, out = fake_pyskl(tmp_path), tmp_path / "store"
+    args = ("datasets", "prepare", "pyskl", "--src", str(src), "--out", str(out))
+    code, stdout, err = run(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert "xsub_train 2, xsub_val 2, xview_train 2" in stdout
+    st = open_store(out)
+    assert st.layout.name == "ntu-25" and st.manifest["protocol"] == "pyskl-split"
+    assert st.classes == ["A001", "A002", "A003"]  # NTU names: the action codes
+    counts = {k: v["count"] for k, v in st.manifest["splits"].items()}
+    assert counts == {"xsub_train": 2, "xsub_val": 2, "xview_train": 2}
+    clip = st.split("xsub_val").get(1)
+    assert clip.id == "S001C003P002R001A003"
+    assert clip.label == 2 and clip.keypoints.shape == (2, 8, 25, 3)
+    # Names from classes.txt beside the pickle win over the codes.
+    (tmp_path / "classes.txt").write_text("drink water\neat meal\nbrush teeth\n")
+    code, _, err = run(monkeypatch, capsys, *args, "--force")
+    assert code == 0, err
+    assert open_store(out).classes == ["drink water", "eat meal", "brush teeth"]
+
+
+@pytest.mark.parametrize(
+    ("split", "needle"),
+    [
+        ({"train": ["S001C001P001R001A001", "nope"]}, "split['train']: 1 frame_dir(s) without"),
+        ({}, "no 'split' dict"),
+    ],
+)
+def test_prepare_pyskl_refuses_broken_splits_and_writes_nothing(
+    tmp_path: Path, monkeypatch, capsys, split: dict, needle: str
+) -> None:
+    src, out = fake_pyskl(tmp_path, split), tmp_path / "store"
+    code, stdout, err = _prepare_pyskl(monkeypatch, capsys, src, out)
+    assert code == 2 and stdout == "" and needle in err and str(src) in err
+    assert not out.exists() and no_leftovers(tmp_path)
+    code, _, err = _prepare_pyskl(monkeypatch, capsys, tmp_path, out)
+    assert code == 2 and "source file of dataset 'pyskl' not found" in err
+
+
+def test_prepare_pyskl_refuses_repeated_ids_and_missing_labels(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import pickle
+
+    a = _ntu_annotation("S001C001P001R001A001", 0, 5, seed=0)
+    b = dict(_ntu_annotation("S001C001P002R001A002", 1, 5, seed=1), label=None)
+    for anns, needle in [
+        ([a, a], "annotations[1]: frame_dir 'S001C001P001R001A001' repeats"),
+        ([a, b], "annotations[1] (S001C001P002R001A002): has no label"),
+    ]:
+        src, out = tmp_path / "bad.pkl", tmp_path / "store"
+        src.write_bytes(pickle.dumps({"split": {"train": [a["frame_dir"]]}, "annotations": anns}))
+        code, _, err = _prepare_pyskl(monkeypatch, capsys, src, out)
+        assert code == 2 and needle in err and not out.exists(), err

@@ -119,7 +119,9 @@ def datasets_list(
 @datasets_app.command("prepare")
 def datasets_prepare(
     name: Annotated[str, typer.Argument(help="Dataset name (see `protoskel datasets list`).")],
-    src: Annotated[str, typer.Option("--src", help="The dataset's source folder.")],
+    src: Annotated[
+        str, typer.Option("--src", help="The dataset's source folder (pyskl: the .pkl file).")
+    ],
     out: Annotated[str, typer.Option("--out", help="Folder to write the prepared store to.")],
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="Skip bad files (listed in the manifest).")
@@ -127,7 +129,11 @@ def datasets_prepare(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing store.")] = False,
     layout: Annotated[
         str | None,
-        typer.Option("--layout", help="generic only: layout of clips that do not name one."),
+        typer.Option(
+            "--layout",
+            help="generic, pyskl: layout of clips that do not name one (pyskl: other than 17, "
+            "18 or 25 joints).",
+        ),
     ] = None,
     to_layout: Annotated[
         str | None,

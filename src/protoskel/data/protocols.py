@@ -14,6 +14,8 @@ Each registered dataset knows its source layout, classes and standard split:
   be derived, and the manifest records the 10 half-subject splits of ``tr_te_splits.mat``.
 - ``penn-action``: official ``train`` flag of each file (1258 train, 1068 test).
 - ``generic``: ``classes.txt`` plus one subfolder per split holding ``.npz``/``.csv`` clips.
+- ``pyskl``: one PYSKL annotation pickle (e.g. ``ntu60_3danno.pkl``); each list of its
+  ``split`` dict (``xsub_train``, ``xsub_val``, ...) becomes a split of the store.
 """
 
 from __future__ import annotations
@@ -94,6 +96,8 @@ class DatasetSpec:
     protocol: str
     description: str
     load: Callable[[Path, LoadOptions], LoadedDataset]
+    #: The source is one file (a PYSKL pickle), not a folder.
+    src_is_file: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (for ``datasets list``)."""
@@ -467,6 +471,70 @@ def _load_generic(src: Path, opts: LoadOptions) -> LoadedDataset:
     )
 
 
+# ---------------------------------------------------------------- pyskl
+def _pyskl_classes(src: Path, labels: list[int], ids: list[str]) -> list[str]:
+    """Class names: ``classes.txt`` beside the pickle, NTU's A001.. codes, else class_0.."""
+    from protoskel.data.readers.ntu import parse_ntu_name
+
+    listed = src.parent / "classes.txt"
+    if listed.is_file():
+        classes = _read_classes(listed)
+        if len(classes) <= max(labels):
+            raise DatasetError(
+                f"{listed}: {len(classes)} classes, but {src.name} has label {max(labels)}"
+            )
+        return classes
+    count = max(labels) + 1
+    if all(parse_ntu_name(i) is not None for i in ids):
+        return [f"A{k + 1:03d}" for k in range(count)]
+    return [f"class_{k}" for k in range(count)]
+
+
+def _load_pyskl(src: Path, opts: LoadOptions) -> LoadedDataset:
+    """A PYSKL pickle: its ``split`` lists become store splits, labels are its class indices."""
+    from protoskel.data.readers.pyskl import read_pyskl
+
+    if opts.skip_bad:
+        raise DatasetError(
+            f"{src}: --skip-bad does not apply to a PYSKL pickle, which is read as a whole; "
+            "drop the option (a bad annotation stops with its index and frame_dir)"
+        )
+    seqs, split = read_pyskl(src, opts.layout)
+    if not split:
+        raise DatasetError(
+            f"{src}: the pickle has no 'split' dict, so there is no train/test protocol to "
+            "follow; save it as {'split': {'train': [...], 'val': [...]}, 'annotations': [...]}"
+        )
+    by_id: dict[str, SkeletonSequence] = {}
+    for i, seq in enumerate(seqs):
+        if seq.label is None:
+            raise DataFormatError(src, f"annotations[{i}] ({seq.id})", "has no label")
+        if seq.id in by_id:
+            raise DataFormatError(src, f"annotations[{i}]", f"frame_dir {seq.id!r} repeats")
+        by_id[str(seq.id)] = seq
+    splits: dict[str, list[SkeletonSequence]] = {}
+    for name, ids in split.items():
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise DataFormatError(
+                src,
+                f"split[{name!r}]",
+                f"{len(missing)} frame_dir(s) without an annotation, e.g. {missing[0]!r}",
+            )
+        splits[name] = [by_id[i] for i in ids]
+    labels = [int(s.label) for s in seqs if s.label is not None]
+    return LoadedDataset(
+        layout=opts.layout or seqs[0].layout,  # a layout file stays a path, as for generic
+        classes=_pyskl_classes(src, labels, list(by_id)),
+        protocol="pyskl-split",
+        splits=splits,
+        extra={
+            "pyskl_file": src.name,
+            "unused_annotations": len(by_id) - len({i for ids in split.values() for i in ids}),
+        },
+    )
+
+
 def _clip_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".npz", ".csv"))
 
@@ -540,6 +608,15 @@ _REGISTRY: dict[str, DatasetSpec] = {
             _load_generic,
         ),
         DatasetSpec(
+            "pyskl",
+            "(from file)",
+            (),
+            "pyskl-split",
+            "A PYSKL annotation pickle (--src FILE.pkl): its split lists become the splits",
+            _load_pyskl,
+            src_is_file=True,
+        ),
+        DatasetSpec(
             "synthetic",
             "kinect-v1-20",
             SYNTHETIC_CLASSES,
@@ -570,7 +647,10 @@ def load_dataset(name: str, src: str | Path, opts: LoadOptions | None = None) ->
     """Read a dataset's source folder into labelled splits by its standard protocol."""
     spec = get_dataset(name)
     p = Path(src).expanduser()
-    if not p.is_dir():
+    if spec.src_is_file:
+        if not p.is_file():
+            raise DatasetError(f"{p}: source file of dataset {name!r} not found (give the file)")
+    elif not p.is_dir():
         raise DatasetError(f"{p}: source folder of dataset {name!r} not found")
     return spec.load(p, opts or LoadOptions())
 
