@@ -390,6 +390,7 @@ def test_prepare_pyskl_pickle_keeps_its_split_lists(tmp_path: Path, monkeypatch,
     assert st.classes == ["A001", "A002", "A003"]  # NTU names: the action codes
     counts = {k: v["count"] for k, v in st.manifest["splits"].items()}
     assert counts == {"xsub_train": 2, "xsub_val": 2, "xview_train": 2}
+    assert st.manifest["unused_annotations"] == 0 and st.manifest["pyskl_file"] == src.name
     clip = st.split("xsub_val").get(1)
     assert clip.id == "S001C003P002R001A003"
     assert clip.label == 2 and clip.keypoints.shape == (2, 8, 25, 3)
