@@ -394,6 +394,15 @@ def test_prepare_pyskl_pickle_keeps_its_split_lists(tmp_path: Path, monkeypatch,
     clip = st.split("xsub_val").get(1)
     assert clip.id == "S001C003P002R001A003"
     assert clip.label == 2 and clip.keypoints.shape == (2, 8, 25, 3)
+    # --splits keeps only the named lists; a name the file lacks is an error naming the others.
+    code, stdout, err = run(
+        monkeypatch, capsys, *args, "--force", "--splits", "xsub_train,xsub_val"
+    )
+    assert code == 0, err
+    assert list(open_store(out).manifest["splits"]) == ["xsub_train", "xsub_val"]
+    code, _, err = run(monkeypatch, capsys, *args, "--force", "--splits", "xsub_train,xset_val")
+    assert code == 2 and "no split 'xset_val'" in err and "xsub_val, xview_train" in err, err
+    assert list(open_store(out).manifest["splits"]) == ["xsub_train", "xsub_val"]  # kept
     # Names from classes.txt beside the pickle win over the codes.
     (tmp_path / "classes.txt").write_text("drink water\neat meal\nbrush teeth\n")
     code, _, err = run(monkeypatch, capsys, *args, "--force")

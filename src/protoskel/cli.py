@@ -151,6 +151,14 @@ def datasets_prepare(
             "splits (UTKinect, MSR Action3D: tr_te_splits.mat) instead of the default protocol.",
         ),
     ] = None,
+    splits: Annotated[
+        str | None,
+        typer.Option(
+            "--splits",
+            help="Write only these splits, comma-separated (e.g. a PYSKL file's "
+            "xsub_train,xsub_val).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Read a dataset by its standard protocol and write a prepared store (atomically)."""
@@ -174,6 +182,7 @@ def datasets_prepare(
         layout=layout,
         to_layout=to_layout,
         subject_split=subject_split,
+        keep_splits=None if splits is None else [s.strip() for s in splits.split(",") if s.strip()],
         progress=progress,
         log=log,
     )

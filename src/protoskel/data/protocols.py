@@ -665,6 +665,7 @@ def prepare_dataset(
     layout: str | None = None,
     to_layout: str | None = None,
     subject_split: int | None = None,
+    keep_splits: list[str] | None = None,
     progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -676,6 +677,7 @@ def prepare_dataset(
     model pretrained on another dataset's joint order can be fine-tuned on this one.
     ``subject_split`` (0-based) splits train/test by that row of the dataset's published
     subject splits (UTKinect's and MSR Action3D's ``tr_te_splits.mat``) instead of the default.
+    ``keep_splits`` writes only those splits (e.g. a PYSKL file's ``xsub_train``, ``xsub_val``).
     """
     from protoskel.data.store import check_output, open_store, write_store
 
@@ -694,6 +696,14 @@ def prepare_dataset(
         protocol = f"{protocol}-split{subject_split}"
         sizes = f"train {len(splits['train'])}, test {len(splits['test'])}"
         say(f"subject split {subject_split}: {sizes}")
+    if keep_splits is not None:
+        unknown = [k for k in keep_splits if k not in splits]
+        if unknown or not keep_splits:
+            raise DatasetError(
+                f"{name} in {src}: no split {unknown[0] if unknown else '(none given)'!r} to "
+                f"keep; its splits are: {', '.join(splits)}"
+            )
+        splits = {k: splits[k] for k in keep_splits}
     src_name = get_layout(lay).name
     if dst is not None and src_name != dst.name:
         get_joint_map(lay, dst)  # no map: fail with its message before converting anything
