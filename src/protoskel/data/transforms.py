@@ -88,13 +88,15 @@ def stream_parts(stream: str) -> tuple[str, ...]:
 
 def stream_channels(stream: str, coords: int, joints: int | None = None) -> int:
     """Channels a model sees for ``stream`` on clips of ``coords`` coordinates and ``joints``."""
-    parts = stream_parts(stream)
-    if joints is None and any(p in _JOINT_CHANNELS for p in parts):
-        raise ValueError(f"stream {stream!r} has one channel per joint: pass the joint count")
-    return sum(
-        joints if p in _JOINT_CHANNELS else _FIXED_CHANNELS.get(p, coords)  # type: ignore[misc]
-        for p in parts
-    )
+    total = 0
+    for p in stream_parts(stream):
+        if p not in _JOINT_CHANNELS:
+            total += _FIXED_CHANNELS.get(p, coords)
+        elif joints is None:
+            raise ValueError(f"stream {stream!r} has one channel per joint: pass the joint count")
+        else:
+            total += joints
+    return total
 
 
 #: The field's NW-UCLA recipe (CTR-GCN): random crop of 50-100% of the clip resized to the
@@ -815,9 +817,12 @@ def _angles(x: Tensor, layout: Layout) -> Tensor:
 
 def _distances(x: Tensor) -> Tensor:
     """Each joint's Euclidean distance to every joint, one channel per joint: (N, V, T, V, M)."""
-    d = (x[:, :, :, :, None, :] - x[:, :, :, None, :, :]).norm(dim=1)
-    # d[n, t, v, u, m] is |x_v - x_u|; the other joint u becomes the channel.
-    return d.permute(0, 3, 1, 2, 4).contiguous()
+    n, c, t, v, m = x.shape
+    pts = x.permute(0, 4, 2, 3, 1).reshape(n * m * t, v, c)
+    # Exact differences, not the matrix-product shortcut: a joint's distance to itself stays 0.
+    d = torch.cdist(pts, pts, compute_mode="donot_use_mm_for_euclid_dist")
+    # d[., v, u] is |x_v - x_u|; the other joint u becomes the channel.
+    return d.reshape(n, m, t, v, v).permute(0, 4, 2, 3, 1).contiguous()
 
 
 def _motion(x: Tensor, mask: Tensor) -> Tensor:
