@@ -88,17 +88,24 @@ _NDARRAY = _NdarrayType()
 class _Dtype:
     """``numpy.dtype(spec, align, copy)`` and its state, as the pickle gives them."""
 
-    __slots__ = ("spec", "state")
+    __slots__ = ("resolved", "spec", "state")
 
     def __init__(self, spec: Any, align: Any = False, copy: Any = True) -> None:
         self.spec: Any = spec
         self.state: Any = None
+        self.resolved: np.dtype | None = None
 
     def __setstate__(self, state: Any) -> None:
         self.state = state
 
     def resolve(self) -> np.dtype:
         """The plain numeric or text dtype this describes; anything else is refused."""
+        # The pickle memoises a dtype shared by many arrays: check it once.
+        if self.resolved is None:
+            self.resolved = self._check()
+        return self.resolved
+
+    def _check(self) -> np.dtype:
         if not isinstance(self.spec, str):
             raise _Refused(f"dtype {self.spec!r} is not a type code")
         try:
