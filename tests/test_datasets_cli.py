@@ -403,6 +403,8 @@ def test_prepare_pyskl_pickle_keeps_its_split_lists(tmp_path: Path, monkeypatch,
     code, _, err = run(monkeypatch, capsys, *args, "--force", "--splits", "xsub_train,xset_val")
     assert code == 2 and "no split 'xset_val'" in err and "xsub_val, xview_train" in err, err
     assert list(open_store(out).manifest["splits"]) == ["xsub_train", "xsub_val"]  # kept
+    code, _, err = run(monkeypatch, capsys, *args, "--force", "--splits", ",")
+    assert code == 2 and "names no split" in err
     # Names from classes.txt beside the pickle win over the codes.
     (tmp_path / "classes.txt").write_text("drink water\neat meal\nbrush teeth\n")
     code, _, err = run(monkeypatch, capsys, *args, "--force")

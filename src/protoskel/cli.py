@@ -164,6 +164,9 @@ def datasets_prepare(
     """Read a dataset by its standard protocol and write a prepared store (atomically)."""
     from protoskel.data.protocols import prepare_dataset
 
+    keep = None if splits is None else [s.strip() for s in splits.split(",") if s.strip()]
+    if keep == []:
+        raise typer.BadParameter("names no split (e.g. --splits train,val)", param_hint="--splits")
     state = {"step": -1}
 
     def progress(done: int, total: int) -> None:
@@ -182,7 +185,7 @@ def datasets_prepare(
         layout=layout,
         to_layout=to_layout,
         subject_split=subject_split,
-        keep_splits=None if splits is None else [s.strip() for s in splits.split(",") if s.strip()],
+        keep_splits=keep,
         progress=progress,
         log=log,
     )

@@ -511,7 +511,7 @@ def _load_pyskl(src: Path, opts: LoadOptions) -> LoadedDataset:
             raise DataFormatError(src, f"annotations[{i}] ({seq.id})", "has no label")
         if seq.id in by_id:
             raise DataFormatError(src, f"annotations[{i}]", f"frame_dir {seq.id!r} repeats")
-        by_id[str(seq.id)] = seq
+        by_id[seq.id] = seq
     splits: dict[str, list[SkeletonSequence]] = {}
     for name, ids in split.items():
         missing = [i for i in ids if i not in by_id]
@@ -522,7 +522,7 @@ def _load_pyskl(src: Path, opts: LoadOptions) -> LoadedDataset:
                 f"{len(missing)} frame_dir(s) without an annotation, e.g. {missing[0]!r}",
             )
         splits[name] = [by_id[i] for i in ids]
-    labels = [int(s.label) for s in seqs if s.label is not None]
+    labels = [int(s.label) for s in seqs]
     return LoadedDataset(
         layout=opts.layout or seqs[0].layout,  # a layout file stays a path, as for generic
         classes=_pyskl_classes(src, labels, list(by_id)),
@@ -698,10 +698,10 @@ def prepare_dataset(
         say(f"subject split {subject_split}: {sizes}")
     if keep_splits is not None:
         unknown = [k for k in keep_splits if k not in splits]
-        if unknown or not keep_splits:
+        if unknown:
             raise DatasetError(
-                f"{name} in {src}: no split {unknown[0] if unknown else '(none given)'!r} to "
-                f"keep; its splits are: {', '.join(splits)}"
+                f"{name} in {src}: no split {unknown[0]!r} to keep; its splits are: "
+                f"{', '.join(splits)}"
             )
         splits = {k: splits[k] for k in keep_splits}
     src_name = get_layout(lay).name
