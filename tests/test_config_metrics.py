@@ -190,6 +190,9 @@ def test_exponent_numbers_without_a_dot_are_numbers() -> None:
     [
         ("model.invariance_train=one", "model.invariance_train"),
         ("data.normalize={box: maybe}", "data.normalize.box"),
+        ("data.normalize.smooth=-1", "data.normalize.smooth"),
+        ("data.normalize.bones=mean", "data.normalize.bones"),
+        ("data.normalize.centre=first", "data.normalize.centre: unknown key"),
         ("train.ema=1.0", "train.ema"),
         ("train.ema=-0.1", "train.ema"),
     ],

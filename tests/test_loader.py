@@ -224,8 +224,13 @@ def test_small_shard_still_yields_and_bad_inputs_raise() -> None:
         _loader(split, stream="speed")
     with pytest.raises(ConfigError):
         _loader(split, rank=2, world_size=2)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"normalize\.centre: unknown key"):
         _loader(split, normalize={"centre": "first"})
+    # Bad values are refused when the loader is built, before any batch.
+    with pytest.raises(ConfigError, match=r"normalize\.smooth"):
+        _loader(split, normalize={"smooth": -2})
+    with pytest.raises(ConfigError, match=r"normalize\.align"):
+        _loader(split, normalize={"align": "up"})
 
 
 def test_reads_a_real_prepared_store(tmp_path: Path) -> None:

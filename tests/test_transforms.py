@@ -22,6 +22,8 @@ from protoskel.data.transforms import (
     occlude_parts,
     random_rotation,
     scale_travel,
+    smooth_frames,
+    steady_bones,
     stream_channels,
     train_positions,
 )
@@ -123,6 +125,70 @@ def test_normalize_combines_and_validates() -> None:
     assert torch.allclose(_combo(y, K3.center)[:, :, 0, 0], torch.zeros(2, 3), atol=1e-5)
     with pytest.raises(ConfigError):
         normalize(x, K3, center="middle")
+
+
+def _rotate(x: torch.Tensor, seed: int) -> torch.Tensor:
+    rot = random_rotation(x.shape[0], 3, (3.0, 3.0, 3.0), _g(seed))
+    return torch.einsum("nij,njtvm->nitvm", rot, x)
+
+
+def test_smooth_frames_matches_a_loop_and_ignores_padding() -> None:
+    x = _clips(2, 3, 9, 20, 2, seed=6)
+    x[0, :, 6:] = 0  # clip 0 ends after 6 frames
+    x[1, :, 2:4, :, 1] = 0  # person 1 of clip 1 is missing in frames 2-3
+    mask = frame_mask(x)
+    sigma = 1.3
+    y = smooth_frames(x, sigma, mask)
+    r = int(np.ceil(3 * sigma))
+    ref = torch.zeros_like(x)
+    for n in range(2):
+        for m in range(2):
+            for t in range(9):
+                if not mask[n, t, m]:
+                    continue
+                num, den = torch.zeros(3, 20), 0.0
+                for s in range(max(0, t - r), min(9, t + r + 1)):
+                    if mask[n, s, m]:
+                        wt = float(np.exp(-0.5 * ((s - t) / sigma) ** 2))
+                        num, den = num + wt * x[n, :, s, :, m], den + wt
+                ref[n, :, t, :, m] = num / den
+    assert torch.allclose(y, ref, atol=1e-5)
+    assert (y[0, :, 6:] == 0).all() and (y[1, :, 2:4, :, 1] == 0).all()
+    # A linear filter with unit gain per frame: commutes with rotation and translation.
+    assert torch.allclose(smooth_frames(_rotate(x, 3), sigma, mask), _rotate(y, 3), atol=1e-5)
+    assert torch.equal(smooth_frames(x, 0.0, mask), x)
+    still = x[:, :, :1].expand_as(x) * frame_mask(x)[:, None, :, None, :]
+    assert torch.allclose(smooth_frames(still, sigma), still, atol=1e-5)
+
+
+def test_steady_bones_gives_each_bone_its_clip_mean_length() -> None:
+    x = _clips(2, 3, 7, 20, 2, seed=8)
+    x[0, :, 5:] = 0
+    x[1, :, :, :, 1] = 0  # one person in clip 1
+    mask = frame_mask(x)
+    y = steady_bones(x, K3, mask)
+    before, after = _bone_lengths(x, K3), _bone_lengths(y, K3)  # (bones, N, T, M)
+    for n, m, frames in [(0, 0, 5), (0, 1, 5), (1, 0, 7)]:
+        want = before[:, n, :frames, m].mean(dim=1, keepdim=True).expand(-1, frames)
+        assert torch.allclose(after[:, n, :frames, m], want, atol=1e-4)
+    for c, p in K3.bones:  # directions kept
+        d0 = x[:, :, :, c] - x[:, :, :, p]
+        d1 = y[:, :, :, c] - y[:, :, :, p]
+        cos = (d0 * d1).sum(1) / (d0.norm(dim=1) * d1.norm(dim=1)).clamp_min(1e-9)
+        assert torch.allclose(cos[mask], torch.ones_like(cos[mask]), atol=1e-4)
+    assert torch.equal(y[:, :, :, K3.root], x[:, :, :, K3.root])
+    assert (y[0, :, 5:] == 0).all() and (y[1, ..., 1] == 0).all()
+    assert torch.allclose(steady_bones(_rotate(x, 4), K3, mask), _rotate(y, 4), atol=1e-4)
+    # Already steady: unchanged.
+    assert torch.allclose(steady_bones(y, K3, mask), y, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("smooth", -1.0), ("smooth", "wide"), ("smooth", True), ("bones", "mean")]
+)
+def test_normalize_rejects_bad_smooth_and_bones(key: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=rf"normalize\.{key}"):
+        normalize(_clips(1, 3, 4, 20, 1), K3, **{key: value})
 
 
 def test_box_normalize_fills_unit_box_per_axis_and_keeps_empty_slots() -> None:

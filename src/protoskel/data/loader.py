@@ -20,6 +20,7 @@ from protoskel.data.transforms import (
     AugmentConfig,
     augment,
     box_normalize,
+    check_normalize,
     eval_positions,
     gather_frames,
     make_stream,
@@ -111,14 +112,8 @@ class ClipLoader:
         if world_size < 1 or not 0 <= rank < world_size:
             raise ConfigError(f"need 0 <= rank < world_size, got rank={rank}, world={world_size}")
         stream_parts(stream)  # raises on an unknown stream
-        norm = dict(DEFAULT_NORMALIZE)
-        if normalize is not None:
-            unknown = set(normalize) - set(norm)
-            if unknown:
-                raise ConfigError(
-                    f"normalize.{sorted(unknown)[0]}: unknown key; known: {', '.join(norm)}"
-                )
-            norm.update(normalize)
+        check_normalize(**(normalize or {}))
+        norm = {**DEFAULT_NORMALIZE, **(normalize or {})}
         self.layout = layout
         self.batch_size = int(batch_size)
         self.num_frames = int(num_frames)

@@ -37,6 +37,7 @@ __all__ = [
     "augment",
     "box_normalize",
     "center",
+    "check_normalize",
     "eval_positions",
     "frame_mask",
     "gather_frames",
@@ -48,6 +49,8 @@ __all__ = [
     "rotation_angles",
     "rotation_matrices",
     "scale_travel",
+    "smooth_frames",
+    "steady_bones",
     "stream_channels",
     "stream_parts",
     "train_positions",
@@ -108,7 +111,14 @@ DEFAULT_AUGMENT: dict[str, Any] = {
 }
 
 #: Centre on the layout's centre joint at the first valid frame (CTR-GCN's UCLA feeder).
-DEFAULT_NORMALIZE: dict[str, Any] = {"center": "first", "scale": False, "align": None, "box": False}
+DEFAULT_NORMALIZE: dict[str, Any] = {
+    "smooth": 0.0,
+    "bones": None,
+    "center": "first",
+    "scale": False,
+    "align": None,
+    "box": False,
+}
 
 _EPS = 1e-6
 
@@ -263,24 +273,112 @@ def box_normalize(x: Tensor, mask: Tensor | None = None) -> Tensor:
     return (x - (hi + lo) / 2) / half * valid.to(x.dtype)
 
 
+def smooth_frames(x: Tensor, sigma: float, mask: Tensor | None = None) -> Tensor:
+    """Gaussian low-pass over frames (``sigma`` in frames), averaging only valid slots.
+
+    Each (clip, person) trajectory is smoothed with a kernel truncated at 3 sigma and renormalised
+    over the frames where that person is present, so padding and gaps never pull joints towards
+    the origin. The same weights apply to every coordinate, so the filter commutes with
+    rotations and translations (frame averaging stays exact). ``sigma <= 0`` is the identity.
+    """
+    if sigma <= 0:
+        return x
+    mask = frame_mask(x) if mask is None else mask
+    r = max(1, int(np.ceil(3.0 * sigma)))
+    taps = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2).view(1, 1, -1)
+    w = _expand_mask(mask, x.dtype)  # (N, 1, T, 1, M)
+
+    def low_pass(z: Tensor) -> Tensor:
+        n, c, t, v, m = z.shape
+        rows = z.permute(0, 1, 3, 4, 2).reshape(-1, 1, t)
+        out = torch.nn.functional.conv1d(rows, kernel, padding=r)
+        return out.reshape(n, c, v, m, t).permute(0, 1, 4, 2, 3)
+
+    num, den = low_pass(x * w), low_pass(w)
+    return torch.where(den > _EPS, num / den.clamp_min(_EPS), torch.zeros_like(num)) * w
+
+
+@cache
+def _root_paths(parents: tuple[int, ...]) -> Tensor:
+    """``(V, V)`` 0/1 matrix: row j marks the bones (by child joint) from the root to joint j."""
+    # Layouts are validated to be one tree, so every walk up ends at the root.
+    path = torch.zeros(len(parents), len(parents))
+    for j in range(len(parents)):
+        k = j
+        while parents[k] >= 0:
+            path[j, k] = 1.0
+            k = parents[k]
+    return path
+
+
+def steady_bones(x: Tensor, layout: Layout, mask: Tensor | None = None) -> Tensor:
+    """Give every bone its mean length over the clip's valid frames, keeping its direction.
+
+    Joints are rebuilt from the layout's root outwards, so the root joint stays where it is and
+    only the frame-to-frame jitter of bone lengths (a sensor artefact; bodies do not stretch) is
+    removed. Per person, so each keeps their own proportions. Zero-length bones stay zero.
+    Lengths and directions are rotation-equivariant, so frame averaging stays exact.
+    """
+    mask = frame_mask(x) if mask is None else mask
+    path = _root_paths(tuple(layout.parents))
+    w = _expand_mask(mask, x.dtype)
+    bone = _bones(x, layout) * w
+    length = bone.norm(dim=1, keepdim=True)  # (N, 1, T, V, M)
+    mean = (length * w).sum(2, keepdim=True) / w.sum(2, keepdim=True).clamp_min(1.0)
+    steady = bone * (mean / length.clamp_min(_EPS))
+    steady = torch.where(length > _EPS, steady, torch.zeros_like(steady))
+    root = x[:, :, :, layout.root : layout.root + 1]
+    rebuilt = root + torch.einsum("jk,nctkm->nctjm", path.to(x.device, x.dtype), steady)
+    return rebuilt * w
+
+
+def check_normalize(**options: Any) -> None:
+    """Raise ConfigError naming the ``normalize.<key>`` whose value :func:`normalize` can't use."""
+    unknown = sorted(set(options) - set(DEFAULT_NORMALIZE))
+    if unknown:
+        raise ConfigError(
+            f"normalize.{unknown[0]}: unknown key; known: {', '.join(DEFAULT_NORMALIZE)}"
+        )
+    opts = {**DEFAULT_NORMALIZE, **options}
+    smooth = opts["smooth"]
+    if isinstance(smooth, bool) or not isinstance(smooth, int | float) or not smooth >= 0:
+        raise ConfigError(f"normalize.smooth must be a number >= 0 (frames), got {smooth!r}")
+    allowed = {"bones": ("clip", None), "center": ("first", "frame", None)}
+    allowed["align"] = ("first", "mean", None)
+    for key, values in allowed.items():
+        if opts[key] not in values:
+            names = ", ".join("null" if v is None else repr(v) for v in values)
+            raise ConfigError(f"normalize.{key} must be one of {names}, got {opts[key]!r}")
+    for key in ("scale", "box"):
+        if not isinstance(opts[key], bool):
+            raise ConfigError(f"normalize.{key} must be true or false, got {opts[key]!r}")
+
+
 def normalize(
     x: Tensor,
     layout: Layout,
     mask: Tensor | None = None,
     *,
+    smooth: float = 0.0,
+    bones: str | None = None,
     center: str | None = "first",
     scale: bool = False,
     align: str | None = None,
     box: bool = False,
 ) -> Tensor:
-    """Centre (``"first"``/``"frame"``/None), scale, align (``"first"``/``"mean"``), then box.
+    """Smooth, steady bones (``"clip"``), centre (``"first"``/``"frame"``), scale, align, box.
 
+    ``smooth`` is the Gaussian sigma in sampled frames (:func:`smooth_frames`, 0 = off);
+    ``bones="clip"`` gives each bone its mean length over the clip (:func:`steady_bones`).
     ``box`` (:func:`box_normalize`) comes last; the training loader applies it after augmentation
     so a rotated clip is boxed again, as in the CTR-GCN feeder.
     """
+    check_normalize(smooth=smooth, bones=bones, center=center, scale=scale, align=align, box=box)
     mask = frame_mask(x) if mask is None else mask
-    if center not in ("first", "frame", None):
-        raise ConfigError(f"normalize.center must be 'first', 'frame' or null, got {center!r}")
+    x = smooth_frames(x, float(smooth), mask)
+    if bones is not None:
+        x = steady_bones(x, layout, mask)
     if center is not None:
         x = _center(x, layout, mask, per_frame=center == "frame")
     if scale:

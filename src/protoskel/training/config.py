@@ -192,11 +192,6 @@ class Config:
                 "model.invariance_train",
                 "must be all or sample",
             ),
-            (
-                isinstance(self.data.normalize.get("box", False), bool),
-                "data.normalize.box",
-                "must be true or false",
-            ),
             (0 <= self.train.ema < 1, "train.ema", "must be in [0, 1) (0 turns it off)"),
             (
                 not self.train.distill_weights
@@ -290,6 +285,13 @@ class Config:
 
             try:
                 AugmentConfig.from_dict(self.data.augment)
+            except ConfigError as e:
+                raise ConfigError(f"data.{e}") from None
+        if self.data.normalize:
+            from protoskel.data.transforms import check_normalize
+
+            try:
+                check_normalize(**self.data.normalize)
             except ConfigError as e:
                 raise ConfigError(f"data.{e}") from None
         return self
