@@ -387,7 +387,7 @@ def test_prepare_pyskl_pickle_keeps_its_split_lists(tmp_path: Path, monkeypatch,
     assert "xsub_train 2, xsub_val 2, xview_train 2" in stdout
     st = open_store(out)
     assert st.layout.name == "ntu-25" and st.manifest["protocol"] == "pyskl-split"
-    assert st.classes == ["A001", "A002", "A003"]  # NTU names: the action codes
+    assert st.classes == ["drink_water", "eat_meal", "brush_teeth"]  # NTU's A001-A003
     counts = {k: v["count"] for k, v in st.manifest["splits"].items()}
     assert counts == {"xsub_train": 2, "xsub_val": 2, "xview_train": 2}
     assert st.manifest["unused_annotations"] == 0 and st.manifest["pyskl_file"] == src.name
@@ -405,11 +405,29 @@ def test_prepare_pyskl_pickle_keeps_its_split_lists(tmp_path: Path, monkeypatch,
     assert list(open_store(out).manifest["splits"]) == ["xsub_train", "xsub_val"]  # kept
     code, _, err = run(monkeypatch, capsys, *args, "--force", "--splits", ",")
     assert code == 2 and "names no split" in err
-    # Names from classes.txt beside the pickle win over the codes.
-    (tmp_path / "classes.txt").write_text("drink water\neat meal\nbrush teeth\n")
+    # Names from classes.txt beside the pickle win over NTU's.
+    (tmp_path / "classes.txt").write_text("sip\nmunch\nscrub\n")
     code, _, err = run(monkeypatch, capsys, *args, "--force")
     assert code == 0, err
-    assert open_store(out).classes == ["drink water", "eat meal", "brush teeth"]
+    assert open_store(out).classes == ["sip", "munch", "scrub"]
+
+
+def test_prepare_pyskl_relabelled_ntu_clips_get_neutral_names(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import pickle
+
+    # Actions A007 and A043 relabelled 0 and 1 (a subset file): NTU's names would be wrong.
+    anns = [
+        _ntu_annotation("S001C001P001R001A007", 0, 5, seed=0),
+        _ntu_annotation("S001C001P002R001A043", 1, 5, seed=1),
+    ]
+    src = tmp_path / "subset.pkl"
+    ids = [a["frame_dir"] for a in anns]
+    src.write_bytes(pickle.dumps({"split": {"train": ids, "val": ids}, "annotations": anns}))
+    code, _, err = _prepare_pyskl(monkeypatch, capsys, src, tmp_path / "store")
+    assert code == 0, err
+    assert open_store(tmp_path / "store").classes == ["class_0", "class_1"]
 
 
 @pytest.mark.parametrize(

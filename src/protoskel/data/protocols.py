@@ -473,8 +473,8 @@ def _load_generic(src: Path, opts: LoadOptions) -> LoadedDataset:
 
 # ---------------------------------------------------------------- pyskl
 def _pyskl_classes(src: Path, labels: list[int], ids: list[str]) -> list[str]:
-    """Class names: ``classes.txt`` beside the pickle, NTU's A001.. codes, else class_0.."""
-    from protoskel.data.readers.ntu import parse_ntu_name
+    """Class names: ``classes.txt`` beside the pickle, NTU's action names, else class_0.."""
+    from protoskel.data.readers.ntu import NTU_ACTIONS, parse_ntu_name
 
     listed = src.parent / "classes.txt"
     if listed.is_file():
@@ -485,8 +485,13 @@ def _pyskl_classes(src: Path, labels: list[int], ids: list[str]) -> list[str]:
             )
         return classes
     count = max(labels) + 1
-    if all(parse_ntu_name(i) is not None for i in ids):
-        return [f"A{k + 1:03d}" for k in range(count)]
+    codes = [parse_ntu_name(i) for i in ids]
+    # Only when every label is its clip's action number - 1, as in PYSKL's NTU files: a file
+    # relabelled to a subset of the actions keeps neutral names rather than wrong ones.
+    if count <= len(NTU_ACTIONS) and all(
+        c is not None and c["action"] == label + 1 for c, label in zip(codes, labels, strict=True)
+    ):
+        return list(NTU_ACTIONS[:count])
     return [f"class_{k}" for k in range(count)]
 
 

@@ -33,7 +33,7 @@ from protoskel.data.sequence import SkeletonSequence
 from protoskel.errors import DataFormatError
 from protoskel.layouts import get_layout
 
-__all__ = ["NTU_FPS", "TRACKING_SCORE", "parse_ntu_name", "read_ntu"]
+__all__ = ["NTU_ACTIONS", "NTU_FPS", "TRACKING_SCORE", "parse_ntu_name", "read_ntu"]
 
 NTU_FPS = 30.0
 TRACKING_SCORE = {0: 0.0, 1: 0.5, 2: 1.0}
@@ -45,6 +45,30 @@ _JOINT_NAMES = (
     "trackingState"
 ).split()
 _NAME_RE = re.compile(r"S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})")
+
+#: Short names of NTU RGB+D 120's actions; index k is action A{k+1:03d} (NTU-60: the first 60).
+NTU_ACTIONS: tuple[str, ...] = tuple(
+    """
+drink_water eat_meal brush_teeth brush_hair drop pick_up throw sit_down stand_up clap read
+write tear_up_paper put_on_jacket take_off_jacket put_on_shoe take_off_shoe put_on_glasses
+take_off_glasses put_on_hat take_off_hat cheer_up wave_hand kick_something reach_into_pocket
+hop jump_up phone_call play_with_phone type_on_keyboard point_with_finger take_selfie
+check_time rub_hands nod_or_bow shake_head wipe_face salute palms_together cross_hands_stop
+sneeze_or_cough stagger fall touch_head touch_chest touch_back touch_neck nausea_or_vomit
+fan_oneself punch_or_slap_other kick_other push_other pat_back_of_other point_at_other
+hug_other give_to_other touch_pocket_of_other handshake walk_towards_each_other walk_apart
+put_on_headphone take_off_headphone shoot_at_basket bounce_ball tennis_swing
+juggle_table_tennis_balls hush flick_hair thumb_up thumb_down ok_sign victory_sign staple_book
+count_money cut_nails cut_paper snap_fingers open_bottle sniff squat_down toss_coin fold_paper
+ball_up_paper play_magic_cube cream_on_face cream_on_hand_back put_on_bag take_off_bag
+put_into_bag take_out_of_bag open_box move_heavy_objects shake_fist throw_up_cap hands_up
+cross_arms arm_circles arm_swings run_on_the_spot butt_kicks cross_toe_touch side_kick yawn
+stretch blow_nose hit_other_with_object wield_knife_at_other knock_over_other
+grab_stuff_of_other shoot_other_with_gun step_on_foot high_five cheers_and_drink
+carry_with_other photo_of_other follow_other whisper_to_other exchange_things support_other
+rock_paper_scissors
+""".split()
+)
 
 
 def parse_ntu_name(name: str) -> dict[str, int] | None:
