@@ -196,6 +196,38 @@ def test_compare_cli_on_checkpoints_and_files(runs, tmp_path: Path, cli: Cli) ->
     assert fused.source["checkpoints"] == [str(one), str(two)]
 
 
+def test_ensemble_fuses_saved_prediction_files_as_saved(runs, tmp_path: Path, cli: Cli) -> None:
+    store, one, two = runs
+    d, w = ["--data", str(store)], ["--weights", "0.7,0.3"]
+    p1, p2 = str(tmp_path / "1.npz"), str(tmp_path / "2.npz")
+    for ck, path in ((one, p1), (two, p2)):
+        code, _, err = cli("eval", str(ck), *d, "--save-probs", path)
+        assert code == 0, err
+    code, out, err = cli("ensemble", str(one), str(two), *d, *w)
+    assert code == 0, err
+    want = out.splitlines()[-1]
+    # Files only (no --data needed), and a file beside a checkpoint: the same fused result.
+    code, out, err = cli("ensemble", p1, p2, *w, "--save-probs", str(tmp_path / "e.npz"))
+    assert code == 0, err
+    assert out.splitlines()[-1] == want and "(file)" in out
+    fused = load_predictions(tmp_path / "e.npz")
+    expect = 0.7 * load_predictions(p1).probs + 0.3 * load_predictions(p2).probs
+    np.testing.assert_allclose(fused.probs, expect, atol=1e-12)
+    assert fused.source["checkpoints"] == [p1, p2]
+    assert set(fused.source["prediction_files"]) == {p1, p2}
+    code, out, err = cli("ensemble", p1, str(two), *d, *w)
+    assert code == 0 and out.splitlines()[-1] == want, err
+    # Settings cannot reach probabilities already computed: refused, naming the file.
+    code, _, err = cli("ensemble", str(one), p2, *d, *w, "--flip")
+    assert code == 2 and "2.npz: --flip apply to checkpoints only" in err, err
+    code, _, err = cli("ensemble", p1, str(two), *w)
+    assert code == 2 and "needs --data" in err
+    code, _, err = cli("ensemble", p1, p2, "--fit-weights")
+    assert code == 2 and "1.npz: --fit-weights evaluates every member" in err
+    code, _, err = cli("ensemble", p1, str(tmp_path / "none.npz"))
+    assert code == 2 and "none.npz: no such prediction file" in err
+
+
 def _saved(ck: Path, store: Path, path: Path) -> Path:
     evaluate(ck, store, save_probs=path)
     return path

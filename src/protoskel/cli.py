@@ -372,8 +372,17 @@ def eval_cmd(
 
 @app.command("ensemble")
 def ensemble_cmd(
-    checkpoints: Annotated[list[str], typer.Argument(help="Checkpoints to fuse (e.g. 4 streams).")],
-    data: Annotated[str, typer.Option("--data", help="Prepared dataset folder.")],
+    checkpoints: Annotated[
+        list[str],
+        typer.Argument(
+            help="Checkpoints to fuse (e.g. 4 streams), or prediction .npz files "
+            "(eval --save-probs), fused as saved."
+        ),
+    ],
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="Prepared dataset folder (needed for checkpoints)."),
+    ] = None,
     weights: Annotated[
         str | None, typer.Option("--weights", help="Comma-separated weights, one per checkpoint.")
     ] = None,
@@ -389,7 +398,7 @@ def ensemble_cmd(
     save_probs: _SaveProbsOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Fuse several checkpoints' class probabilities."""
+    """Fuse several checkpoints' (or saved prediction files') class probabilities."""
     from protoskel.errors import ConfigError
     from protoskel.training.ensemble import ensemble
 
@@ -418,7 +427,8 @@ def ensemble_cmd(
         echo_json(m)
         return
     for mem, wt in zip(m["members"], m["weights"], strict=True):
-        typer.echo(f"  w={wt:.2f}  {mem['stream']:<12} top1 {mem['top1']:.2f}  {mem['checkpoint']}")
+        where = mem.get("checkpoint", mem.get("predictions"))
+        typer.echo(f"  w={wt:.2f}  {mem['stream']:<12} top1 {mem['top1']:.2f}  {where}")
     typer.echo("ensemble: " + _metrics_summary(m))
 
 

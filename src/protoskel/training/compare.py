@@ -27,6 +27,7 @@ from protoskel.errors import ConfigError
 __all__ = [
     "Predictions",
     "check_predictions_path",
+    "check_same_clips",
     "compare_predictions",
     "compare_to_reference",
     "holm_adjust",
@@ -143,8 +144,8 @@ def holm_adjust(pvalues: list[float]) -> list[float]:
     return out
 
 
-def compare_predictions(a: Predictions, b: Predictions, names: tuple[str, str]) -> dict[str, Any]:
-    """Paired comparison of two prediction sets on the same clips (same ids, labels, classes)."""
+def check_same_clips(a: Predictions, b: Predictions, names: tuple[str, str]) -> None:
+    """Raise ConfigError unless ``a`` and ``b`` hold the same clips, labels and classes."""
     if a.classes != b.classes:
         raise ConfigError(f"{names[0]} and {names[1]} have different classes")
     if a.ids != b.ids:
@@ -152,10 +153,15 @@ def compare_predictions(a: Predictions, b: Predictions, names: tuple[str, str]) 
         detail = f"e.g. {only[0]!r} is in one only" if only else "the same clips in another order"
         raise ConfigError(
             f"{names[0]} and {names[1]} were evaluated on different clips ({detail}); "
-            "compare predictions on the same split"
+            "use predictions made on the same split"
         )
     if not np.array_equal(a.labels, b.labels):
         raise ConfigError(f"{names[0]} and {names[1]} disagree on the labels of the same clips")
+
+
+def compare_predictions(a: Predictions, b: Predictions, names: tuple[str, str]) -> dict[str, Any]:
+    """Paired comparison of two prediction sets on the same clips (same ids, labels, classes)."""
+    check_same_clips(a, b, names)
     ra, rb = a.correct, b.correct
     n = len(ra)
     only_a, only_b = int((ra & ~rb).sum()), int((~ra & rb).sum())

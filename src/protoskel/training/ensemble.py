@@ -9,9 +9,15 @@ from typing import Any
 import numpy as np
 
 from protoskel.errors import CheckpointError, ConfigError
-from protoskel.training.compare import check_predictions_path
+from protoskel.training.compare import (
+    Predictions,
+    check_predictions_path,
+    check_same_clips,
+    predictions_of,
+    save_predictions,
+)
 from protoskel.training.metrics import classification_metrics
-from protoskel.training.trainer import checkpoint_probs, effective_flip, save_split_predictions
+from protoskel.training.trainer import checkpoint_probs, effective_flip
 
 __all__ = ["ensemble", "fit_weights"]
 
@@ -42,9 +48,41 @@ def fit_weights(probs: list[np.ndarray], labels: np.ndarray, step: float = 0.1) 
     return list(best_w)
 
 
+def _is_predictions(member: str | Path) -> bool:
+    return Path(member).suffix == ".npz"
+
+
+def _member(
+    member: str | Path, data_dir: str | Path | None, split: str | None, kw: dict[str, Any]
+) -> tuple[Predictions, dict[str, Any]]:
+    """One member's predictions on the split, and how it is listed in the result."""
+    if _is_predictions(member):
+        given = [f"--{k}" for k, v in kw.items() if v is not None]
+        if split is not None:
+            given.insert(0, "--split")
+        if given:
+            # Its probabilities were computed with the settings it was saved with.
+            raise ConfigError(
+                f"{member}: {', '.join(given)} apply to checkpoints only; a prediction file "
+                "keeps the settings it was written with (see its source)"
+            )
+        pred = predictions_of(str(member), None)
+        return pred, {"predictions": str(member), "stream": "(file)"}
+    if data_dir is None:
+        raise ConfigError(f"{member}: a checkpoint needs --data to be evaluated on")
+    from protoskel.data.store import open_store
+
+    probs, labels, ck, classes = checkpoint_probs(member, data_dir, split, **kw)
+    name = split or ck["config"]["data"]["val_split"]
+    ids = open_store(data_dir).split(name).ids
+    info = {"checkpoint": ck["path"], "flip": effective_flip(kw["flip"], ck), "split": name}
+    pred = Predictions(probs, labels, list(ids), list(classes), info)
+    return pred, {"checkpoint": ck["path"], "stream": ck["config"]["data"]["stream"], "ck": ck}
+
+
 def ensemble(
     checkpoints: list[str | Path],
-    data_dir: str | Path,
+    data_dir: str | Path | None,
     *,
     weights: list[float] | None = None,
     fit: bool = False,
@@ -58,6 +96,9 @@ def ensemble(
     """Fuse checkpoints (e.g. the four streams) on a split; optionally fit weights on held-out
     training clips recorded in the checkpoints (never on the evaluated split).
 
+    A member may also be a prediction file (``eval --save-probs``), fused as it was saved, so
+    a slow member is evaluated once; the settings below then apply to the checkpoints only
+    and are refused when given with a prediction file.
     ``clips`` test clips per video (default: each recipe's data.test_clips), like ``flip``,
     ``rotate`` and ``occlude`` applied to the held-out clips too, so weights are fitted on what
     is evaluated. ``occlude`` hides that body part in every clip, the held-out ones included;
@@ -71,26 +112,35 @@ def ensemble(
         raise ConfigError("give either --weights or --fit-weights, not both")
     if weights is not None and len(weights) != len(checkpoints):
         raise ConfigError(f"{len(weights)} weights for {len(checkpoints)} checkpoints")
+    files = [c for c in checkpoints if _is_predictions(c)]
+    if fit and files:
+        raise ConfigError(
+            f"{files[0]}: --fit-weights evaluates every member on held-out training clips, "
+            "which a prediction file cannot do; give its checkpoint or pass --weights"
+        )
     kw: dict[str, Any] = {"clips": clips, "flip": flip, "rotate": rotate, "occlude": occlude}
-    runs = [checkpoint_probs(c, data_dir, split, **kw) for c in checkpoints]
-    labels = runs[0][1]
-    classes = runs[0][3]
-    for r in runs[1:]:
-        if not np.array_equal(r[1], labels):
-            raise CheckpointError("the checkpoints were evaluated on different clips")
+    runs = [_member(c, data_dir, split, kw) for c in checkpoints]
+    first = runs[0][0]
+    for c, (pred, _) in zip(checkpoints[1:], runs[1:], strict=True):
+        try:
+            check_same_clips(first, pred, (str(checkpoints[0]), str(c)))
+        except ConfigError as e:
+            raise CheckpointError(str(e)) from None
+    labels, classes = first.labels, first.classes
     fitted_on = None
     if fit:
         from protoskel.data.store import open_store
 
-        held = [tuple(r[2].get("meta", {}).get("holdout_ids", [])) for r in runs]
+        cks = [r[1]["ck"] for r in runs]
+        held = [tuple(ck.get("meta", {}).get("holdout_ids", [])) for ck in cks]
         if not held[0] or any(h != held[0] for h in held):
             raise ConfigError(
                 "--fit-weights needs checkpoints trained with the same data.holdout_fraction "
                 "and data.holdout_seed (their held-out training clips are used to fit); "
                 "retrain with e.g. --set data.holdout_fraction=0.1 or pass --weights"
             )
-        ck0 = runs[0][2]
-        train_name = ck0["meta"]["train_split"]
+        train_name = cks[0]["meta"]["train_split"]
+        assert data_dir is not None  # every member is a checkpoint here, so _member checked it
         sp = open_store(data_dir).split(train_name)
         pos = {cid: i for i, cid in enumerate(sp.ids)}
         idx = np.array([pos[c] for c in held[0]], dtype=np.int64)
@@ -99,31 +149,42 @@ def ensemble(
         fitted_on = {"split": train_name, "clips": len(idx)}
     if weights is None:
         weights = [1.0] * len(checkpoints)
-    fused = sum(w * r[0] for w, r in zip(weights, runs, strict=True))
+    fused = sum(w * r[0].probs for w, r in zip(weights, runs, strict=True))
     m = classification_metrics(fused, labels, classes)
     m["weights"] = list(map(float, weights))
     m["members"] = [
         {
-            "checkpoint": r[2]["path"],
-            "stream": r[2]["config"]["data"]["stream"],
-            "top1": classification_metrics(r[0], labels, classes)["top1"],
+            **{k: v for k, v in listed.items() if k != "ck"},
+            "top1": classification_metrics(pred.probs, labels, classes)["top1"],
         }
-        for r in runs
+        for pred, listed in runs
     ]
     if fitted_on:
         m["weights_fitted_on"] = fitted_on
     if occlude is not None:
         m["occluded_part"] = occlude
-    m["split"] = split or runs[0][2]["config"]["data"]["val_split"]
+    m["split"] = split or first.source.get("split")
     if save_probs is not None:
-        source = {
-            "checkpoints": [r[2]["path"] for r in runs],
+        source: dict[str, Any] = {
+            "checkpoints": [r[1].get("checkpoint", r[1].get("predictions")) for r in runs],
             "weights": m["weights"],
-            "flip": [effective_flip(flip, r[2]) for r in runs],
+            "flip": [r[0].source.get("flip") for r in runs],
             "rotate": rotate,
             "clips": clips,
+            "split": m["split"],
+            "top1": m["top1"],
         }
-        m["probs_file"] = str(
-            save_split_predictions(save_probs, fused, labels, data_dir, m, source)
-        )
+        if files:
+            # What produced each fused file, so the result stays traceable.
+            source["prediction_files"] = {
+                str(c): r[0].source
+                for c, r in zip(checkpoints, runs, strict=True)
+                if _is_predictions(c)
+            }
+        if data_dir is not None:
+            source["data"] = str(data_dir)
+        if occlude is not None:
+            source["occlude"] = occlude
+        pred = Predictions(fused, labels, first.ids, classes, source)
+        m["probs_file"] = str(save_predictions(save_probs, pred))
     return m
