@@ -215,6 +215,7 @@ def test_prepare_to_layout_reorders_joints_by_name(tmp_path: Path, monkeypatch, 
     # No map to that layout: a one-line error naming the maps there are, and no store.
     code, _, err = run(monkeypatch, capsys, *base, str(tmp_path / "p"), "--to-layout", "penn-13")
     assert code == 2 and "no joint map from 'msr-20' to 'penn-13'" in err
+    assert "read msr-action3d" not in err  # refused before the source is read
     assert not (tmp_path / "p").exists() and no_leftovers(tmp_path)
 
 

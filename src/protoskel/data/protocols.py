@@ -42,7 +42,7 @@ from protoskel.data.readers.utkinect import (
 from protoskel.data.sequence import SkeletonSequence
 from protoskel.data.synthetic import CLASSES as SYNTHETIC_CLASSES
 from protoskel.errors import DataFormatError, DatasetError
-from protoskel.layouts import Layout, get_joint_map, get_layout
+from protoskel.layouts import Layout, get_joint_map, get_layout, list_layouts
 
 __all__ = [
     "DatasetSpec",
@@ -690,6 +690,9 @@ def prepare_dataset(
     spec = get_dataset(name)
     check_output(out, force)  # fail before the slow part
     dst = get_layout(to_layout) if to_layout else None
+    if dst is not None and spec.layout in list_layouts():
+        # The dataset's own layout is known before reading: a missing map fails at once.
+        get_joint_map(spec.layout, dst)
     t0 = time.perf_counter()
     data = load_dataset(spec.name, src, LoadOptions(skip_bad, layout, progress))
     counts = ", ".join(f"{k} {len(v)}" for k, v in data.splits.items())
