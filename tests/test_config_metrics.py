@@ -193,6 +193,7 @@ def test_exponent_numbers_without_a_dot_are_numbers() -> None:
         ("data.normalize.smooth=-1", "data.normalize.smooth"),
         ("data.normalize.bones=mean", "data.normalize.bones"),
         ("data.normalize.centre=first", "data.normalize.centre: unknown key"),
+        ("data.normalize={1: first}", "data.normalize.1: unknown key"),
         ("train.ema=1.0", "train.ema"),
         ("train.ema=-0.1", "train.ema"),
     ],

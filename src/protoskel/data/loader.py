@@ -112,7 +112,7 @@ class ClipLoader:
         if world_size < 1 or not 0 <= rank < world_size:
             raise ConfigError(f"need 0 <= rank < world_size, got rank={rank}, world={world_size}")
         stream_parts(stream)  # raises on an unknown stream
-        check_normalize(**(normalize or {}))
+        check_normalize(normalize or {})
         norm = {**DEFAULT_NORMALIZE, **(normalize or {})}
         self.layout = layout
         self.batch_size = int(batch_size)

@@ -333,9 +333,9 @@ def steady_bones(x: Tensor, layout: Layout, mask: Tensor | None = None) -> Tenso
     return rebuilt * w
 
 
-def check_normalize(**options: Any) -> None:
+def check_normalize(options: Mapping[Any, Any]) -> None:
     """Raise ConfigError naming the ``normalize.<key>`` whose value :func:`normalize` can't use."""
-    unknown = sorted(set(options) - set(DEFAULT_NORMALIZE))
+    unknown = sorted(str(k) for k in options if k not in DEFAULT_NORMALIZE)
     if unknown:
         raise ConfigError(
             f"normalize.{unknown[0]}: unknown key; known: {', '.join(DEFAULT_NORMALIZE)}"
@@ -374,7 +374,8 @@ def normalize(
     ``box`` (:func:`box_normalize`) comes last; the training loader applies it after augmentation
     so a rotated clip is boxed again, as in the CTR-GCN feeder.
     """
-    check_normalize(smooth=smooth, bones=bones, center=center, scale=scale, align=align, box=box)
+    opts = {"smooth": smooth, "bones": bones, "center": center, "scale": scale, "align": align}
+    check_normalize({**opts, "box": box})
     mask = frame_mask(x) if mask is None else mask
     x = smooth_frames(x, float(smooth), mask)
     if bones is not None:

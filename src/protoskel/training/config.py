@@ -291,7 +291,7 @@ class Config:
             from protoskel.data.transforms import check_normalize
 
             try:
-                check_normalize(**self.data.normalize)
+                check_normalize(self.data.normalize)
             except ConfigError as e:
                 raise ConfigError(f"data.{e}") from None
         return self
