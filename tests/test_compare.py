@@ -219,7 +219,9 @@ def test_ensemble_fuses_saved_prediction_files_as_saved(runs, tmp_path: Path, cl
     assert code == 0 and out.splitlines()[-1] == want, err
     # Settings cannot reach probabilities already computed: refused, naming the file.
     code, _, err = cli("ensemble", str(one), p2, *d, *w, "--flip")
-    assert code == 2 and "2.npz: --flip apply to checkpoints only" in err, err
+    assert code == 2 and "2.npz: --flip applies to checkpoints only" in err, err
+    code, _, err = cli("ensemble", p1, p2, *w, "--split", "val", "--clips", "2")
+    assert code == 2 and "1.npz: --split and --clips apply to checkpoints only" in err, err
     code, _, err = cli("ensemble", p1, str(two), *w)
     assert code == 2 and "needs --data" in err
     code, _, err = cli("ensemble", p1, p2, "--fit-weights")

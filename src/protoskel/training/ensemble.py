@@ -63,7 +63,8 @@ def _member(
         if given:
             # Its probabilities were computed with the settings it was saved with.
             raise ConfigError(
-                f"{member}: {', '.join(given)} apply to checkpoints only; a prediction file "
+                f"{member}: {' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} "
+                "to checkpoints only; a prediction file "
                 "keeps the settings it was written with (see its source)"
             )
         pred = predictions_of(str(member), None)
