@@ -34,6 +34,7 @@ __all__ = [
     "load_predictions",
     "mcnemar_exact",
     "predictions_of",
+    "raise_settings_for_file",
     "save_predictions",
     "wilson_interval",
 ]
@@ -186,6 +187,16 @@ def compare_predictions(a: Predictions, b: Predictions, names: tuple[str, str]) 
     }
 
 
+def raise_settings_for_file(path: str | Path, options: list[str]) -> None:
+    """Refuse evaluation options given with a prediction file, naming the file and them."""
+    # The file holds probabilities already computed with its own settings.
+    verb = "apply" if len(options) > 1 else "applies"
+    raise ConfigError(
+        f"{path}: {' and '.join(options)} {verb} to checkpoints only; a prediction file "
+        "keeps the settings it was written with (see its source)"
+    )
+
+
 def predictions_of(
     source: str,
     data_dir: str | Path | None,
@@ -197,11 +208,7 @@ def predictions_of(
         if not Path(source).is_file():
             raise ConfigError(f"{source}: no such prediction file")
         if split is not None or flip is not None:
-            # The file holds probabilities already computed with its own settings.
-            raise ConfigError(
-                f"{source}: --split and --flip apply to checkpoints only; a prediction file "
-                "keeps the settings it was written with (see its source)"
-            )
+            raise_settings_for_file(source, ["--split", "--flip"])
         return load_predictions(source)
     if data_dir is None:
         raise ConfigError(f"{source}: a checkpoint needs --data to be evaluated on")

@@ -14,6 +14,7 @@ from protoskel.training.compare import (
     check_predictions_path,
     check_same_clips,
     predictions_of,
+    raise_settings_for_file,
     save_predictions,
 )
 from protoskel.training.metrics import classification_metrics
@@ -61,12 +62,7 @@ def _member(
         if split is not None:
             given.insert(0, "--split")
         if given:
-            # Its probabilities were computed with the settings it was saved with.
-            raise ConfigError(
-                f"{member}: {' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} "
-                "to checkpoints only; a prediction file "
-                "keeps the settings it was written with (see its source)"
-            )
+            raise_settings_for_file(member, given)
         pred = predictions_of(str(member), None)
         return pred, {"predictions": str(member), "stream": "(file)"}
     if data_dir is None:
