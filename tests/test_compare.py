@@ -228,6 +228,10 @@ def test_ensemble_fuses_saved_prediction_files_as_saved(runs, tmp_path: Path, cl
     assert code == 2 and "1.npz: --fit-weights evaluates every member" in err
     code, _, err = cli("ensemble", p1, str(tmp_path / "none.npz"))
     assert code == 2 and "none.npz: no such prediction file" in err
+    (tmp_path / "junk.npz").write_text("not a zip")
+    code, _, err = cli("ensemble", p1, str(tmp_path / "junk.npz"))
+    assert code == 2 and "junk.npz: cannot read as a prediction .npz (not a zip" in err, err
+    assert "allow_pickle" not in err
 
 
 def _saved(ck: Path, store: Path, path: Path) -> Path:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,12 @@ def save_predictions(path: str | Path, pred: Predictions) -> Path:
 def load_predictions(path: str | Path) -> Predictions:
     """Read and check a prediction file; errors name the file and what is wrong."""
     p = Path(path)
+    if p.is_file() and not zipfile.is_zipfile(p):
+        # np.load would read it as a pickle and suggest unpickling it: never for such files.
+        raise ConfigError(
+            f"{p}: cannot read as a prediction .npz (not a zip archive); write one with "
+            "eval --save-probs or ensemble --save-probs"
+        )
     try:
         with np.load(p, allow_pickle=False) as z:
             missing = [k for k in _KEYS if k not in z.files]
