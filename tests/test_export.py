@@ -24,7 +24,13 @@ from protoskel.export import (
     traceable_frames,
 )
 from protoskel.inference import Predictor
-from protoskel.models.invariance import FrameAveraging, frames, random_rotation, rotate
+from protoskel.models.invariance import (
+    FrameAveraging,
+    canonicalize,
+    frames,
+    random_rotation,
+    rotate,
+)
 from protoskel.training.config import config_from_dict
 from protoskel.training.trainer import train
 
@@ -35,6 +41,7 @@ VARIANTS = {
     "linear": {},
     "fa": {"invariance": "frame_averaging"},
     "fa_canonical": {"invariance": "frame_averaging", "invariance_mode": "canonical"},
+    "fa_up": {"invariance": "frame_averaging", "invariance_axes": "up"},
     "prototype": {"head": "prototype", "head_kwargs": {"window": 2, "proto_dim": 8}},
     "stacked": {},
     "distance": {},
@@ -110,7 +117,7 @@ def _torch_logits(pred: Predictor, x: torch.Tensor) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    "variant", ["linear", "fa", "fa_canonical", "stacked", "distance", "sagcn"]
+    "variant", ["linear", "fa", "fa_canonical", "fa_up", "stacked", "distance", "sagcn"]
 )
 def test_onnx_matches_pytorch_on_synthetic_clips(
     runs: dict[str, Path], exported: _Exports, variant: str
@@ -276,6 +283,31 @@ def test_traceable_frames_equal_eager_frames(mode: str, reflections: bool, coord
     inner = torch.nn.Linear(3 * 8 * 5 * 2, 4)
     model = torch.nn.Sequential(torch.nn.Flatten(), inner)
     fa = FrameAveraging(model, mode=mode, reflections=reflections, coords=coords)
+    from protoskel.export import TraceableFrameAveraging
+
+    with torch.no_grad():
+        torch.testing.assert_close(TraceableFrameAveraging(fa, 3)(x), fa(x), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["average", "canonical"])
+@pytest.mark.parametrize("reflections", [False, True])
+@pytest.mark.parametrize("coords", [3, 2])
+def test_traceable_up_frames_equal_eager_frames(mode: str, reflections: bool, coords: int) -> None:
+    x = _degenerate_clips()
+    x[0, :, 2:5, 1] = 0.0  # the upper joint missing in some frames: those slots are skipped
+    up = ([1.0, 0, 0, 0, 0], [0, 0.5, 0.5, 0, 0])  # lower: joint 0; upper: mean of joints 1, 2
+    ref = frames(x, coords, mode=mode, reflections=reflections, up=up)
+    got = traceable_frames(x, coords, mode=mode, reflections=reflections, up=up)
+    assert ref.rotations.shape == got.rotations.shape
+    assert ref.reduced.tolist() == got.reduced.tolist()
+    # The up axis is unique; the other axes' signs differ between eigen-solvers, which the
+    # frame set (average) or the third moments (canonical) absorb.
+    torch.testing.assert_close(got.rotations[..., 0], ref.rotations[..., 0], atol=1e-9, rtol=0)
+    if mode == "canonical":  # same canonical input (a flat axis's sign cannot change it)
+        torch.testing.assert_close(canonicalize(x, got), canonicalize(x, ref), atol=1e-6, rtol=0)
+    fa = FrameAveraging(
+        torch.nn.Flatten(), mode=mode, reflections=reflections, coords=coords, up=up
+    )
     from protoskel.export import TraceableFrameAveraging
 
     with torch.no_grad():

@@ -431,3 +431,119 @@ def test_wraps_the_registry_atgcn_model() -> None:
     assert (out[:2] - out[2:]).abs().max() < TOL
     assert (plain[:2] - plain[2:]).abs().max() > CHANGE
     assert torch.allclose(feats[:2], feats[2:], atol=TOL)  # averaged features are invariant too
+
+
+# ----------------------------------------------------------------- up axes (body upright first)
+def _up_pair(v: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layout-style up weights on a 7-joint toy body: lower = mean of joints 0 and 1, upper = 2."""
+    lo, hi = torch.zeros(v), torch.zeros(v)
+    lo[:2], hi[2] = 0.5, 1.0
+    return lo, hi
+
+
+def _mean_up(x: torch.Tensor, up: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Each clip's lower -> upper vector averaged over frames and persons: (N, C)."""
+    return torch.einsum("nctvm,v->nc", x.double(), (up[1] - up[0]).double()) / (
+        x.shape[2] * x.shape[4]
+    )
+
+
+UP_CASES = [
+    (3, False, "average"),
+    (3, True, "average"),
+    (3, False, "canonical"),
+    (3, True, "canonical"),
+    (2, False, "average"),
+    (2, True, "average"),
+    (2, True, "canonical"),
+]
+
+
+@pytest.mark.parametrize(("dims", "reflections", "mode"), UP_CASES)
+def test_up_axes_are_invariant_and_stand_the_body_upright(
+    dims: int, reflections: bool, mode: str
+) -> None:
+    g = _gen(900 + dims)
+    up = _up_pair()
+    x = _clips(4, c=dims, seed=40 + dims)
+    model = TinyNet(channels=dims).eval()
+    wrapped = FrameAveraging(model, mode=mode, reflections=reflections, up=up)
+    q = random_rotation(4, dims, g, reflections=reflections)
+    moved = rotate(x, q, torch.randn(4, dims, generator=g))
+    assert _max_change(wrapped, x, moved) < TOL
+    assert _max_change(model, x, moved) > CHANGE
+    assert wrapped.last_stats["reduced"] == 0
+    fr = wrapped.frames(x)
+    num = frame_count(dims, reflections, mode, up=True)
+    assert fr.rotations.shape == (4, num, dims, dims)
+    # In every frame the body's up is the first axis, pointing +: never flipped, never tilted.
+    u = _mean_up(x, up)
+    along = torch.einsum("nfij,ni->nfj", fr.rotations, u)  # up in each canonical frame
+    assert bool((along[..., 0] > 0).all())
+    assert torch.allclose(along[..., 1:], torch.zeros_like(along[..., 1:]), atol=1e-9)
+    assert torch.allclose(along[..., 0], u.norm(dim=1)[:, None].expand(-1, num))
+
+
+def test_up_axes_second_axis_is_the_principal_direction_orthogonal_to_up() -> None:
+    g = _gen(950)
+    # Bodies standing along y with up of height ~1, walking far along a tilted horizontal line:
+    # plain PCA puts the walk first; the up frame keeps up first and the walk second.
+    t = torch.linspace(-4, 4, 20)
+    x = torch.randn(2, 3, 20, 7, 1, generator=g) * 0.05
+    x[:, 1, :, 2] += 1.0  # upper joint above the two lower ones
+    walk = torch.tensor([0.6, 0.0, 0.8])
+    x = x + walk[None, :, None, None, None] * t[None, None, :, None, None]
+    fr = frames(x, up=_up_pair())
+    a1, a2 = fr.rotations[:, 0, :, 0], fr.rotations[:, 0, :, 1]
+    assert torch.allclose(a1.abs(), torch.tensor([0.0, 1.0, 0.0]).double().expand(2, 3), atol=0.05)
+    assert torch.allclose(a2.abs(), walk.double().expand(2, 3), atol=0.05)
+    plain = frames(x)
+    assert torch.allclose(plain.rotations[:, 0, :, 0].abs(), walk.double().expand(2, 3), atol=0.05)
+
+
+def test_up_axes_without_up_joints_fall_back_and_are_flagged() -> None:
+    x = _clips(2, seed=60)
+    x[1, :, :, 2] = 0.0  # clip 1 never shows the upper joint: no up vector to measure
+    wrapped = FrameAveraging(TinyNet().eval(), up=_up_pair())
+    with torch.no_grad():
+        out = wrapped(x)
+    assert bool(torch.isfinite(out).all())
+    assert wrapped.last_stats["reduced"] == 1 and "1 of 2 clips" in (wrapped.warning or "")
+
+
+def test_up_axes_ignore_slots_missing_an_up_joint() -> None:
+    # A frame where a lower joint is missing must not pull the mean up vector towards it.
+    x = _clips(1, seed=61)
+    padded = x.clone()
+    padded[:, :, 3, 0, 0] = 0.0  # joint 0 (a lower joint) missing in frame 3 of person 0
+    fr = frames(padded, up=_up_pair())
+    lo, hi = _up_pair()
+    ok = torch.ones(10, 2, dtype=torch.bool)
+    ok[3, 0] = False
+    vec = torch.einsum("ctvm,v->ctm", padded[0].double(), (hi - lo).double())[:, ok]
+    want = vec.mean(1)
+    assert torch.allclose(fr.rotations[0, 0, :, 0], want / want.norm(), atol=1e-9)
+
+
+def test_invariance_axes_up_from_a_recipe() -> None:
+    from protoskel.layouts import get_layout
+    from protoskel.training.config import config_from_dict
+    from protoskel.training.trainer import build_model_from_config
+
+    recipe = {
+        "model": {"backbone": "stgcn", "invariance": "frame_averaging", "invariance_axes": "up"},
+        "data": {"stream": "joint"},
+    }
+    layout = get_layout("kinect-v1-20")
+    model = build_model_from_config(config_from_dict(recipe), layout, num_classes=3, in_channels=3)
+    assert isinstance(model, FrameAveraging) and model.up is not None
+    assert "axes='up'" in repr(model)
+    x = _clips(2, t=12, v=20, m=1, seed=62)
+    with torch.no_grad():
+        model.eval()
+        moved = rotate(x, random_rotation(2, 3, _gen(963)), torch.randn(2, 3, generator=_gen(4)))
+        assert (model(x) - model(moved)).abs().max() < TOL
+    with pytest.raises(ConfigError, match="invariance_axes"):
+        config_from_dict({**recipe, "data": {"stream": "bone"}})
+    with pytest.raises(ConfigError, match="invariance_axes"):
+        config_from_dict({"model": {"invariance_axes": "gravity"}})

@@ -173,6 +173,7 @@ def traceable_frames(
     mode: str = "average",
     eps: float = 1e-3,
     center: bool = True,
+    up: tuple[Any, Any] | None = None,
 ) -> Frames:
     """:func:`protoskel.models.invariance.frames` with traceable operations only (same result).
 
@@ -203,7 +204,9 @@ def traceable_frames(
     tied = (tie12 | tie23) & ~point
     u1, u2 = vec[..., 0], vec[..., 1]
     cand = _candidates(y, w, safe, l1s)
-    if c == 3:
+    if up is not None:
+        basis, reduced = _up_basis(xc, valid, up, y, cov, vec, cand, thr, eps, l1s)
+    elif c == 3:
         u3 = vec[..., 2]
         only12, only23, both = tie12 & ~tie23, ~tie12 & tie23, tie12 & tie23
         b1, okb = _first_usable(cand, [u3], thr)
@@ -227,11 +230,14 @@ def traceable_frames(
     basis = torch.where(point[:, None, None], eye, basis)
     reduced = reduced & ~point
     if mode == "canonical":
-        signs, unsure = _canonical_signs(y, w, safe, l1s, basis, cand, thr, reflections, eps)
+        signs, unsure = _canonical_signs(
+            y, w, safe, l1s, basis, cand, thr, reflections, eps, fixed_first=up is not None
+        )
         reduced = reduced | (unsure & ~point)
         rotations = (basis * signs[:, None, :])[:, None]
     else:
         pats = [s for s in itertools.product((1.0, -1.0), repeat=c) if reflections or _prod(s) > 0]
+        pats = [s for s in pats if up is None or s[0] > 0]
         group = torch.tensor(pats, dtype=torch.float64, device=x.device)
         rotations = basis[:, None] * group[None, :, None, :]
     return Frames(centre, rotations, valid, lam, tied, point, reduced)
@@ -254,10 +260,12 @@ def _canonical_signs(
     thr: Tensor,
     reflections: bool,
     eps: float,
+    fixed_first: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """One sign per axis from the third moments, ties broken by the first usable candidate."""
     c = basis.shape[-1]
     free = c if reflections else c - 1
+    start = 1 if fixed_first else 0
     z = y @ basis
     skew = (w[..., None] * z**3).sum(1) / safe[:, None] / l1s[:, None] ** 1.5
     var = (w[..., None] * z**2).sum(1) / safe[:, None]
@@ -269,10 +277,48 @@ def _canonical_signs(
     resolved = by_skew | usable.any(dim=1)
     one = torch.ones_like(skew)
     signs = torch.where(by_skew, torch.sign(skew), torch.where(resolved, tiebreak, one))
-    unsure = (~resolved[:, :free] & (var[:, :free] > _FLAT_TOL * l1s[:, None])).any(dim=1)
+    unsure = (~resolved & (var > _FLAT_TOL * l1s[:, None]))[:, start:free].any(dim=1)
+    if fixed_first:
+        signs = torch.cat([torch.ones_like(signs[:, :1]), signs[:, 1:]], dim=1)
     if not reflections:
         signs = torch.cat([signs[:, :free], signs[:, :free].prod(1, keepdim=True)], dim=1)
     return signs, unsure
+
+
+def _up_basis(
+    xc: Tensor,
+    valid: Tensor,
+    up: tuple[Any, Any],
+    y: Tensor,
+    cov: Tensor,
+    vec: Tensor,
+    cand: Tensor,
+    thr: Tensor,
+    eps: float,
+    l1s: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """The ``up``-first basis of :func:`protoskel.models.invariance.frames`, traceable."""
+    c = xc.shape[1]
+    lo, hi = ([float(v) for v in a] for a in up)  # Python lists: constants in a trace
+    diff = torch.tensor([b - a for a, b in zip(lo, hi, strict=True)], dtype=xc.dtype)
+    unused = torch.tensor([a == 0 and b == 0 for a, b in zip(lo, hi, strict=True)])
+    ok = (valid | unused[None, None, :, None]).all(dim=2)  # (N, T, M)
+    okf = ok.to(xc.dtype)
+    u = torch.einsum("nctvm,v,ntm->nc", xc, diff, okf) / okf.sum((1, 2)).clamp_min(1.0)[:, None]
+    has_up = _norm(u) > thr
+    a1 = _where(has_up, _unit(u), vec[..., 0])
+    reduced = ~has_up
+    if c == 2:
+        return torch.stack([a1, torch.stack([-a1[:, 1], a1[:, 0]], dim=-1)], dim=-1), reduced
+    eye = torch.eye(c, dtype=xc.dtype, device=xc.device)
+    proj = eye - a1[:, :, None] * a1[:, None, :]
+    lam_h, vec_h = symmetric_eig(proj @ cov @ proj)
+    tie = (lam_h[:, 0] - lam_h[:, 1]) <= eps * l1s
+    b2, okb = _first_usable(cand, [a1], thr)
+    a2 = _where(tie & okb, b2, vec_h[..., 0])
+    reduced = reduced | (tie & ~okb & (lam_h[:, 0] > _FLAT_TOL * l1s))
+    a2 = _unit(a2 - (a2 * a1).sum(-1, keepdim=True) * a1)
+    return torch.stack([a1, a2, _cross(a1, a2)], dim=-1), reduced
 
 
 class TraceableFrameAveraging(nn.Module):
@@ -287,6 +333,7 @@ class TraceableFrameAveraging(nn.Module):
         self.eps = float(fa.eps)
         self.center = bool(fa.center)
         self.box = bool(getattr(fa, "box", False))
+        self.up = getattr(fa, "up", None)
 
     def forward(self, x: Tensor) -> Tensor:
         """Mean over the clip's frames of ``model(R^T (x - c))``: logits (N, K)."""
@@ -297,6 +344,7 @@ class TraceableFrameAveraging(nn.Module):
             mode=self.mode,
             eps=self.eps,
             center=self.center,
+            up=self.up,
         )
         z = canonicalize(x, fr)  # (N, F, C, T, V, M)
         f = z.shape[1]

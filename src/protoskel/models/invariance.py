@@ -35,7 +35,9 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -104,16 +106,27 @@ def _resolve_coords(x: Tensor, coords: int | None) -> int:
     return c
 
 
-def frame_count(dims: int, reflections: bool = False, mode: str = "average") -> int:
-    """Number of frames per clip: 4 (SO(3)), 8 (O(3)), 2 (SO(2)), 4 (O(2)); 1 when canonical."""
+def frame_count(
+    dims: int, reflections: bool = False, mode: str = "average", up: bool = False
+) -> int:
+    """Number of frames per clip: 4 (SO(3)), 8 (O(3)), 2 (SO(2)), 4 (O(2)); 1 when canonical.
+
+    With ``up`` (first axis fixed by the body, sign included) half as many: 2, 4, 1, 2.
+    """
     if mode == "canonical":
         return 1
-    return 2**dims if reflections else 2 ** (dims - 1)
+    full = 2**dims if reflections else 2 ** (dims - 1)
+    return full // 2 if up else full
 
 
-def _sign_group(dims: int, reflections: bool) -> Tensor:
-    """Sign patterns (F, dims) for the axes, identity first; det +1 only unless reflections."""
+def _sign_group(dims: int, reflections: bool, up: bool = False) -> Tensor:
+    """Sign patterns (F, dims) for the axes, identity first; det +1 only unless reflections.
+
+    ``up``: the first axis has a sign of its own (the body's up), so it is never flipped.
+    """
     patterns = list(itertools.product((1.0, -1.0), repeat=dims))
+    if up:
+        patterns = [s for s in patterns if s[0] > 0]
     if not reflections:
         patterns = [s for s in patterns if math.prod(s) > 0]
     return torch.tensor(patterns, dtype=torch.float64)
@@ -201,6 +214,50 @@ def _resolve_ties_3d(
     return a1, a2, reduced
 
 
+def _up_basis(
+    xc: Tensor,
+    valid: Tensor,
+    up: tuple[Any, Any],
+    y: Tensor,
+    w: Tensor,
+    safe: Tensor,
+    l1s: Tensor,
+    cov: Tensor,
+    vec: Tensor,
+    thr: Tensor,
+    eps: float,
+) -> tuple[Tensor, Tensor]:
+    """Basis (N, c, c) with the clip-mean up vector first (see :func:`frames`); also ``reduced``.
+
+    The up vector averages lower->upper over the (frame, person) slots where every joint it
+    uses is present; a clip without one falls back to the principal axis and counts as reduced
+    (its sign is then arbitrary). Near-equal spreads in the orthogonal plane are fixed by the
+    equivariant candidate vectors, as for plain PCA frames.
+    """
+    c = xc.shape[1]
+    lo, hi = (torch.as_tensor(np.asarray(a), dtype=torch.float64, device=xc.device) for a in up)
+    used = (lo != 0) | (hi != 0)
+    ok = valid[:, :, used].all(dim=2)  # (N, T, M)
+    pair = torch.einsum("nctvm,v->nctm", xc, hi - lo) * ok[:, None]
+    u = pair.sum((2, 3)) / ok.sum((1, 2)).clamp_min(1)[:, None]
+    has_up = u.norm(dim=-1) > thr
+    a1 = _where(has_up, _unit(u), vec[..., 0])
+    reduced = ~has_up
+    if c == 2:
+        return torch.stack([a1, _cross2(a1)], dim=-1), reduced
+    proj = torch.eye(c, dtype=xc.dtype, device=xc.device) - a1[:, :, None] * a1[:, None, :]
+    lam_h, vec_h = torch.linalg.eigh(proj @ cov @ proj)
+    a2 = vec_h[..., -1]
+    tie = (lam_h[:, -1] - lam_h[:, -2]) <= eps * l1s
+    if bool(tie.any()):
+        b2, okb = _first_usable(_candidates(y, w, safe, l1s), [a1], thr)
+        a2 = _where(tie & okb, b2, a2)
+        reduced = reduced | (tie & ~okb & (lam_h[:, -1] > _FLAT_TOL * l1s))
+    a2 = _unit(a2 - (a2 * a1).sum(-1, keepdim=True) * a1)
+    basis = torch.stack([a1, a2, torch.linalg.cross(a1, a2)], dim=-1)
+    return basis, reduced
+
+
 def frames(
     x: Tensor,
     coords: int | None = None,
@@ -209,11 +266,16 @@ def frames(
     mode: str = "average",
     eps: float = DEFAULT_EPS,
     center: bool = True,
+    up: tuple[Any, Any] | None = None,
 ) -> Frames:
-    """Frame set of each clip of ``x`` (N, C, T, V, M): F = frame_count(c, reflections, mode).
+    """Frame set of each clip of ``x`` (N, C, T, V, M): F = frame_count(c, reflections, mode, up).
 
     ``center=False`` keeps the origin (centre 0, PCA of the second moments about it): for
     translation-free streams (bones, motion) whose zero vector means something.
+    ``up`` (a layout's ``up``: joint weights of the lower and the upper point) makes the first
+    axis the clip's mean lower->upper vector (the body's up, sign included) and the second the
+    principal axis of the points in the plane orthogonal to it, so every clip's canonical
+    frame stands the body upright, whichever way its points spread.
     """
     if mode not in MODES:
         raise ConfigError(f"invariance_mode must be one of {list(MODES)}, got {mode!r}")
@@ -247,7 +309,9 @@ def frames(
         u1, u2 = vec[..., 0], vec[..., 1]
         # The common case needs no tie handling: skip building the (N, P, c) candidates.
         cand = _candidates(y, w, safe, l1s) if bool(tied.any()) else None
-        if c == 3:
+        if up is not None:
+            basis, reduced = _up_basis(xc, valid, up, y, w, safe, l1s, cov, vec, thr, eps)
+        elif c == 3:
             a1, a2 = u1, u2
             if cand is not None:
                 a1, a2, reduced = _resolve_ties_3d(lam, vec, cand, thr, tie12, tie23)
@@ -264,11 +328,13 @@ def frames(
         reduced = reduced & ~point
 
         if mode == "canonical":
-            signs, unsure = _canonical_signs(y, w, safe, l1s, basis, cand, thr, reflections, eps)
+            signs, unsure = _canonical_signs(
+                y, w, safe, l1s, basis, cand, thr, reflections, eps, fixed_first=up is not None
+            )
             reduced |= unsure & ~point
             rotations = (basis * signs[:, None, :])[:, None]
         else:
-            group = _sign_group(c, reflections).to(xc.device)
+            group = _sign_group(c, reflections, up is not None).to(xc.device)
             rotations = basis[:, None] * group[None, :, None, :]
     return Frames(centre, rotations, valid, lam, tied, point, reduced)
 
@@ -283,14 +349,17 @@ def _canonical_signs(
     thr: Tensor,
     reflections: bool,
     eps: float,
+    fixed_first: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """One sign per axis (N, c): sign of the third moment along it, ties broken by ``cand``.
 
     Without reflections only the first c-1 signs are free; the last makes the determinant +1.
-    Also returns which clips needed the last-resort +1 on an axis that carries variance.
+    ``fixed_first``: the first axis keeps its sign (+1). Also returns which clips needed the
+    last-resort +1 on a free axis that carries variance.
     """
     c = basis.shape[-1]
     free = c if reflections else c - 1
+    start = 1 if fixed_first else 0
     z = torch.einsum("npi,nij->npj", y, basis)  # projections on the axes
     skew = (w[..., None] * z**3).sum(1) / safe[:, None] / l1s[:, None] ** 1.5
     var = (w[..., None] * z**2).sum(1) / safe[:, None]
@@ -305,7 +374,9 @@ def _canonical_signs(
         tiebreak = torch.sign(torch.gather(along, 1, first)[:, 0])
         resolved = by_skew | usable.any(dim=1)
         signs = torch.where(by_skew, signs, torch.where(resolved, tiebreak, 1.0))
-    unsure = (~resolved[:, :free] & (var[:, :free] > _FLAT_TOL * l1s[:, None])).any(dim=1)
+    unsure = (~resolved & (var > _FLAT_TOL * l1s[:, None]))[:, start:free].any(dim=1)
+    if fixed_first:
+        signs = torch.cat([torch.ones_like(signs[:, :1]), signs[:, 1:]], dim=1)
     if not reflections:
         signs = torch.cat([signs[:, :free], signs[:, :free].prod(1, keepdim=True)], dim=1)
     return signs, unsure
@@ -353,6 +424,7 @@ class FrameAveraging(nn.Module):
         center: bool = True,
         train_sample: bool = False,
         box: bool = False,
+        up: tuple[Any, Any] | None = None,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -371,6 +443,8 @@ class FrameAveraging(nn.Module):
         self.center = center
         self.train_sample = train_sample
         self.box = box
+        # Plain arrays, not buffers: the layout rebuilds them, so checkpoints stay unchanged.
+        self.up = None if up is None else tuple(np.asarray(a, dtype=np.float64) for a in up)
         self.warning: str | None = None
         self.last_stats: dict[str, int] = {}
 
@@ -378,7 +452,8 @@ class FrameAveraging(nn.Module):
         """Settings shown by print(module)."""
         return (
             f"mode={self.mode!r}, reflections={self.reflections}, coords={self.coords}, "
-            f"center={self.center}, train_sample={self.train_sample}, box={self.box}"
+            f"center={self.center}, train_sample={self.train_sample}, box={self.box}, "
+            f"axes={'up' if self.up is not None else 'pca'!r}"
         )
 
     def frames(self, x: Tensor) -> Frames:
@@ -390,6 +465,7 @@ class FrameAveraging(nn.Module):
             mode=self.mode,
             eps=self.eps,
             center=self.center,
+            up=self.up,
         )
 
     def canonicalize(self, x: Tensor) -> Tensor:
@@ -455,14 +531,16 @@ def wrap_invariance(
     center: bool = True,
     train: str = "all",
     box: bool = False,
+    up: tuple[Any, Any] | None = None,
 ) -> nn.Module:
-    """Apply the config keys ``invariance``, ``invariance_mode`` and ``invariance_train``.
+    """Apply the config keys ``invariance``, ``invariance_mode``, ``invariance_train`` (and axes).
 
     ``invariance`` is none or frame_averaging; ``train`` is ``"all"`` (every frame in training
     too) or ``"sample"`` (one random frame per clip while training, see :class:`FrameAveraging`).
 
     Pass ``center=False`` for translation-free streams (bone, joint_motion, bone_motion) and
-    ``box=True`` to box-normalise in the canonical frame (see :class:`FrameAveraging`).
+    ``box=True`` to box-normalise in the canonical frame (see :class:`FrameAveraging`); ``up``
+    (the layout's ``up``, for ``invariance_axes: up``) stands each canonical frame upright.
     """
     if invariance in (None, "", "none"):
         return model
@@ -487,6 +565,7 @@ def wrap_invariance(
         center=center,
         train_sample=train == "sample",
         box=box,
+        up=up,
     )
 
 

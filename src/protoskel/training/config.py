@@ -32,6 +32,8 @@ class ModelConfig:
     invariance_mode: str = "average"
     # "all": train on every frame (F x the cost); "sample": one random frame per clip and step.
     invariance_train: str = "all"
+    # "pca": the clip's principal axes; "up": the body's mean up first (joint stream only).
+    invariance_axes: str = "pca"
 
 
 @dataclass
@@ -269,6 +271,17 @@ class Config:
                 self.model.invariance_mode in ("average", "canonical"),
                 "model.invariance_mode",
                 "must be average or canonical",
+            ),
+            (
+                self.model.invariance_axes in ("pca", "up"),
+                "model.invariance_axes",
+                "must be pca or up",
+            ),
+            (
+                self.model.invariance_axes == "pca" or self.data.stream == "joint",
+                "model.invariance_axes",
+                "up measures the body's up from joint positions, so it needs data.stream=joint "
+                f"(got {self.data.stream}); use invariance_axes=pca for other streams",
             ),
         ]
         for ok, key, what in checks:

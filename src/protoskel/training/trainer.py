@@ -84,6 +84,7 @@ def build_model_from_config(
             center=c.data.stream == "joint",
             train=c.model.invariance_train,
             box=bool(c.data.normalize.get("box", False)),
+            up=layout.up if c.model.invariance_axes == "up" else None,
         )
     return model
 
