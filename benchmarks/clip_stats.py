@@ -4,7 +4,11 @@ For each split and class: clips, median frames, and, in body lengths (the layout
 e.g. hip -> shoulder, averaged over the clip), the median travel of the centre joint from the
 first to the last frame and the median extent of the whole clip per axis (what per-axis box
 normalisation divides by). A class whose test clips travel much less than its training clips
-is a dataset shift that no test-time rotation undoes. First person only.
+is a dataset shift that no test-time rotation undoes. ``pca-up`` is the share of clips whose
+first principal axis (the first axis of the default frame averaging's frames) lies within 45
+degrees of the body's up: where it differs between splits, PCA frames show the same class in
+differently ordered axes to the model (``invariance_axes: up`` fixes the up axis first).
+First person only.
 
     python benchmarks/clip_stats.py PREPARED [--classes carry,throw] [--json]
 """
@@ -15,9 +19,11 @@ import argparse
 import json
 
 import numpy as np
+import torch
 
 from protoskel.data.store import open_store
 from protoskel.layouts import Layout
+from protoskel.models.invariance import frames
 
 
 def clip_stats(
@@ -33,7 +39,26 @@ def clip_stats(
     travel = np.linalg.norm(centre[offsets + lengths - 1] - centre[offsets], axis=1) / body
     hi = np.maximum.reduceat(x.max(axis=1), offsets)
     lo = np.minimum.reduceat(x.min(axis=1), offsets)
-    return {"frames": lengths, "travel": travel, "extent": (hi - lo) / body[:, None]}
+    return {
+        "frames": lengths,
+        "travel": travel,
+        "extent": (hi - lo) / body[:, None],
+        "pca_up": _pca_up_cosine(x, offsets, lengths, up),
+    }
+
+
+def _pca_up_cosine(
+    x: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, up: np.ndarray
+) -> np.ndarray:
+    """Per clip, |cos| between the first PCA frame axis and the clip-mean up vector."""
+    n, t = len(lengths), int(lengths.max())
+    rows = offsets[:, None] + np.minimum(np.arange(t)[None, :], lengths[:, None] - 1)
+    batch = np.where((np.arange(t)[None, :] < lengths[:, None])[..., None, None], x[rows], 0.0)
+    clips = torch.from_numpy(batch).permute(0, 3, 1, 2)[..., None]  # (N, C, T, V, 1)
+    first = frames(clips).rotations[:, 0, :, 0].numpy()
+    mean_up = np.add.reduceat(up, offsets, axis=0)
+    mean_up /= np.linalg.norm(mean_up, axis=1, keepdims=True)
+    return np.abs((first * mean_up).sum(1)).reshape(n)
 
 
 def main() -> None:
@@ -66,17 +91,19 @@ def main() -> None:
                     "frames": float(np.median(st["frames"][sel])),
                     "travel": round(float(np.median(st["travel"][sel])), 2),
                     "extent": [round(float(e), 2) for e in ext],
+                    "pca_up": round(float(np.mean(st["pca_up"][sel] > np.sqrt(0.5))), 2),
                 }
             )
     if args.json:
         print(json.dumps(rows, indent=1))
         return
-    print(f"{'split':<6} {'class':<24} {'clips':>5} {'frames':>6} {'travel':>6}  extent per axis")
+    head = f"{'split':<6} {'class':<24} {'clips':>5} {'frames':>6} {'travel':>6} {'pca-up':>6}"
+    print(f"{head}  extent per axis")
     for r in rows:
         ext = " ".join(f"{e:5.2f}" for e in r["extent"])
         print(
             f"{r['split']:<6} {r['class']:<24} {r['clips']:>5} {r['frames']:>6.0f} "
-            f"{r['travel']:>6.2f}  {ext}"
+            f"{r['travel']:>6.2f} {r['pca_up']:>6.2f}  {ext}"
         )
 
 
