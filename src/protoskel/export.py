@@ -300,8 +300,9 @@ def _up_basis(
     """The ``up``-first basis of :func:`protoskel.models.invariance.frames`, traceable."""
     c = xc.shape[1]
     lo, hi = ([float(v) for v in a] for a in up)  # Python lists: constants in a trace
-    diff = torch.tensor([b - a for a, b in zip(lo, hi, strict=True)], dtype=xc.dtype)
+    diff = torch.tensor([b - a for a, b in zip(lo, hi, strict=True)], dtype=xc.dtype).to(xc)
     unused = torch.tensor([a == 0 and b == 0 for a, b in zip(lo, hi, strict=True)])
+    unused = unused.to(xc.device)
     ok = (valid | unused[None, None, :, None]).all(dim=2)  # (N, T, M)
     okf = ok.to(xc.dtype)
     u = torch.einsum("nctvm,v,ntm->nc", xc, diff, okf) / okf.sum((1, 2)).clamp_min(1.0)[:, None]
