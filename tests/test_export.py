@@ -300,6 +300,7 @@ def test_traceable_up_frames_equal_eager_frames(mode: str, reflections: bool, co
     got = traceable_frames(x, coords, mode=mode, reflections=reflections, up=up)
     assert ref.rotations.shape == got.rotations.shape
     assert ref.reduced.tolist() == got.reduced.tolist()
+    assert ref.tied.tolist() == got.tied.tolist()
     # The up axis is unique; the other axes' signs differ between eigen-solvers, which the
     # frame set (average) or the third moments (canonical) absorb.
     torch.testing.assert_close(got.rotations[..., 0], ref.rotations[..., 0], atol=1e-9, rtol=0)

@@ -547,3 +547,18 @@ def test_invariance_axes_up_from_a_recipe() -> None:
         config_from_dict({**recipe, "data": {"stream": "bone"}})
     with pytest.raises(ConfigError, match="invariance_axes"):
         config_from_dict({"model": {"invariance_axes": "gravity"}})
+
+
+def test_up_axes_resolve_a_tie_in_the_horizontal_plane_equivariantly() -> None:
+    # Four joints on a horizontal cross: equal spread along x and z, so the second axis is
+    # fixed by the equivariant vectors and the clip is flagged tied, not reduced.
+    pts = [[0, -1, 0], [0, -1, 0], [0, 1, 0], [1, 0, 0], [-1, 0, 0], [0, 0, 1], [0, 0, -1]]
+    x = torch.tensor(pts, dtype=torch.float32).T[None, :, None, :, None].repeat(1, 1, 3, 1, 1)
+    x[:, :, 1] *= 1.1  # frames differ, so rank-weighted means break the symmetry
+    wrapped = FrameAveraging(TinyNet().eval(), up=_up_pair())
+    fr = wrapped.frames(x)
+    assert fr.tied.tolist() == [True] and fr.reduced.tolist() == [False]
+    g = _gen(970)
+    for _ in range(3):
+        moved = rotate(x, random_rotation(1, 3, g), torch.randn(1, 3, generator=g))
+        assert _max_change(wrapped, x, moved) < TOL

@@ -205,7 +205,8 @@ def traceable_frames(
     u1, u2 = vec[..., 0], vec[..., 1]
     cand = _candidates(y, w, safe, l1s)
     if up is not None:
-        basis, reduced = _up_basis(xc, valid, up, y, cov, vec, cand, thr, eps, l1s)
+        basis, reduced, tied = _up_basis(xc, valid, up, y, cov, vec, cand, thr, eps, l1s)
+        tied = tied & ~point
     elif c == 3:
         u3 = vec[..., 2]
         only12, only23, both = tie12 & ~tie23, ~tie12 & tie23, tie12 & tie23
@@ -296,7 +297,7 @@ def _up_basis(
     thr: Tensor,
     eps: float,
     l1s: Tensor,
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor]:
     """The ``up``-first basis of :func:`protoskel.models.invariance.frames`, traceable."""
     c = xc.shape[1]
     lo, hi = ([float(v) for v in a] for a in up)  # Python lists: constants in a trace
@@ -310,7 +311,8 @@ def _up_basis(
     a1 = _where(has_up, _unit(u), vec[..., 0])
     reduced = ~has_up
     if c == 2:
-        return torch.stack([a1, torch.stack([-a1[:, 1], a1[:, 0]], dim=-1)], dim=-1), reduced
+        a2 = torch.stack([-a1[:, 1], a1[:, 0]], dim=-1)
+        return torch.stack([a1, a2], dim=-1), reduced, torch.zeros_like(reduced)
     eye = torch.eye(c, dtype=xc.dtype, device=xc.device)
     proj = eye - a1[:, :, None] * a1[:, None, :]
     lam_h, vec_h = symmetric_eig(proj @ cov @ proj)
@@ -319,7 +321,7 @@ def _up_basis(
     a2 = _where(tie & okb, b2, vec_h[..., 0])
     reduced = reduced | (tie & ~okb & (lam_h[:, 0] > _FLAT_TOL * l1s))
     a2 = _unit(a2 - (a2 * a1).sum(-1, keepdim=True) * a1)
-    return torch.stack([a1, a2, _cross(a1, a2)], dim=-1), reduced
+    return torch.stack([a1, a2, _cross(a1, a2)], dim=-1), reduced, tie
 
 
 class TraceableFrameAveraging(nn.Module):

@@ -226,8 +226,8 @@ def _up_basis(
     vec: Tensor,
     thr: Tensor,
     eps: float,
-) -> tuple[Tensor, Tensor]:
-    """Basis (N, c, c) with the clip-mean up vector first (see :func:`frames`); also ``reduced``.
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Basis (N, c, c) with the clip-mean up vector first (see :func:`frames`), reduced, tied.
 
     The up vector averages lower->upper over the (frame, person) slots where every joint it
     uses is present; a clip without one falls back to the principal axis and counts as reduced
@@ -244,7 +244,7 @@ def _up_basis(
     a1 = _where(has_up, _unit(u), vec[..., 0])
     reduced = ~has_up
     if c == 2:
-        return torch.stack([a1, _cross2(a1)], dim=-1), reduced
+        return torch.stack([a1, _cross2(a1)], dim=-1), reduced, torch.zeros_like(reduced)
     proj = torch.eye(c, dtype=xc.dtype, device=xc.device) - a1[:, :, None] * a1[:, None, :]
     lam_h, vec_h = torch.linalg.eigh(proj @ cov @ proj)
     a2 = vec_h[..., -1]
@@ -255,7 +255,7 @@ def _up_basis(
         reduced = reduced | (tie & ~okb & (lam_h[:, -1] > _FLAT_TOL * l1s))
     a2 = _unit(a2 - (a2 * a1).sum(-1, keepdim=True) * a1)
     basis = torch.stack([a1, a2, torch.linalg.cross(a1, a2)], dim=-1)
-    return basis, reduced
+    return basis, reduced, tie
 
 
 def frames(
@@ -310,7 +310,8 @@ def frames(
         # The common case needs no tie handling: skip building the (N, P, c) candidates.
         cand = _candidates(y, w, safe, l1s) if bool(tied.any()) else None
         if up is not None:
-            basis, reduced = _up_basis(xc, valid, up, y, w, safe, l1s, cov, vec, thr, eps)
+            basis, reduced, tied = _up_basis(xc, valid, up, y, w, safe, l1s, cov, vec, thr, eps)
+            tied = tied & ~point  # only ties in the plane orthogonal to up matter here
         elif c == 3:
             a1, a2 = u1, u2
             if cand is not None:
