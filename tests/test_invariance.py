@@ -545,8 +545,10 @@ def test_invariance_axes_up_from_a_recipe() -> None:
         assert (model(x) - model(moved)).abs().max() < TOL
     with pytest.raises(ConfigError, match="invariance_axes"):
         config_from_dict({**recipe, "data": {"stream": "bone"}})
-    with pytest.raises(ConfigError, match="invariance_axes"):
+    with pytest.raises(ConfigError, match="invariance_axes: must be pca or up"):
         config_from_dict({"model": {"invariance_axes": "gravity"}})
+    with pytest.raises(ConfigError, match="frame averaging, which is off"):
+        config_from_dict({"model": {"invariance_axes": "up"}, "data": {"stream": "joint"}})
 
 
 def test_up_axes_resolve_a_tie_in_the_horizontal_plane_equivariantly() -> None:

@@ -278,6 +278,12 @@ class Config:
                 "must be pca or up",
             ),
             (
+                self.model.invariance_axes == "pca" or bool(self.model.invariance),
+                "model.invariance_axes",
+                "up chooses the axes of frame averaging, which is off: set "
+                "model.invariance=frame_averaging, or drop invariance_axes",
+            ),
+            (
                 self.model.invariance_axes == "pca" or self.data.stream == "joint",
                 "model.invariance_axes",
                 "up measures the body's up from joint positions, so it needs data.stream=joint "
