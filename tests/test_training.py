@@ -690,3 +690,39 @@ def test_train_cli_prints_one_line_per_epoch_into_a_log_file(store: Path, tmp_pa
     assert [ln.split(":")[0] for ln in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
     assert ["val top1" in ln for ln in lines] == [False, True, True]
     assert all(" left" in ln for ln in lines) and lines[-1].endswith("about 0 s left")
+
+
+def test_cleanup_leaves_an_active_process_group(tmp_path: Path) -> None:
+    import torch.distributed as tdist
+
+    from protoskel.training.distributed import cleanup
+
+    store = f"file://{tmp_path / 'rendezvous'}"
+    tdist.init_process_group("gloo", init_method=store, rank=0, world_size=1)
+    assert tdist.is_initialized()
+    cleanup()  # barrier with itself, then destroy
+    assert not tdist.is_initialized()
+    cleanup()  # nothing active: a no-op
+
+
+def test_cli_train_leaves_the_process_group_after_success_and_failure(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from protoskel.cli import app
+    from protoskel.training import distributed
+
+    calls: list[bool] = []
+    monkeypatch.setattr(distributed, "cleanup", lambda wait=True: calls.append(wait))
+    recipe = str(_recipe(tmp_path, train={"epochs": 1}))
+    ok = CliRunner().invoke(
+        app, ["train", recipe, "--data", str(store), "--out", str(tmp_path / "a")]
+    )
+    assert ok.exit_code == 0, ok.output
+    assert calls == [True]
+    bad = CliRunner().invoke(
+        app, ["train", recipe, "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b")]
+    )
+    assert bad.exit_code != 0
+    assert calls == [True, False]  # after an error no barrier: other processes may not reach it

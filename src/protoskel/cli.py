@@ -249,11 +249,17 @@ def train_cmd(
     ] = False,
 ) -> None:
     """Train a model from a recipe on a prepared dataset."""
+    from protoskel.training import distributed
     from protoskel.training.config import load_config
     from protoskel.training.trainer import train
 
     cfg = load_config(config, overrides or [])
-    res = train(cfg, data, out, resume=resume, progress=True)
+    try:
+        res = train(cfg, data, out, resume=resume, progress=True)
+    except BaseException:
+        distributed.cleanup(wait=False)
+        raise
+    distributed.cleanup()
     last = res["history"][-1] if res["history"] else {}
     summary = {"out": res["out"], "best_top1": res["best_top1"], "last": last}
     if as_json:

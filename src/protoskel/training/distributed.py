@@ -48,9 +48,17 @@ def init_distributed() -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def cleanup() -> None:
-    """Leave the process group if one is active."""
+def cleanup(wait: bool = True) -> None:
+    """Leave the process group if one is active; with ``wait``, all processes leave together.
+
+    A process that exits with its group alive can abort (SIGABRT) in gloo's threads while the
+    interpreter shuts down, failing a finished torchrun job. The barrier keeps one process from
+    tearing down while another still talks to it; after an error it is skipped, since the other
+    processes may never reach it.
+    """
     if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 
