@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from protoskel.data.transforms import box_normalize
+from protoskel.data.transforms import _axis, box_normalize
 from protoskel.errors import ConfigError
 
 __all__ = [
@@ -235,10 +235,9 @@ def _up_basis(
     equivariant candidate vectors, as for plain PCA frames.
     """
     c = xc.shape[1]
-    lo, hi = (torch.as_tensor(np.asarray(a), dtype=torch.float64, device=xc.device) for a in up)
-    used = (lo != 0) | (hi != 0)
+    used = torch.as_tensor((np.asarray(up[0]) != 0) | (np.asarray(up[1]) != 0), device=xc.device)
     ok = valid[:, :, used].all(dim=2)  # (N, T, M)
-    pair = torch.einsum("nctvm,v->nctm", xc, hi - lo) * ok[:, None]
+    pair = _axis(xc, (np.asarray(up[0]), np.asarray(up[1]))) * ok[:, None]
     u = pair.sum((2, 3)) / ok.sum((1, 2)).clamp_min(1)[:, None]
     has_up = u.norm(dim=-1) > thr
     a1 = _where(has_up, _unit(u), vec[..., 0])
