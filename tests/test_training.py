@@ -125,6 +125,48 @@ def test_resume_may_change_eval_every_and_threads_only(store: Path, tmp_path: Pa
         train(changed, store, tmp_path / "part", resume=True, progress=False)
 
 
+def test_eval_clips_makes_interim_evaluations_cheaper_and_the_last_one_the_recipes(
+    store: Path, tmp_path: Path
+) -> None:
+    rec = _recipe(tmp_path, train={"epochs": 6})
+    one = train(load_config(rec), store, tmp_path / "one", progress=False)
+    many = train(load_config(rec, ["data.test_clips=3"]), store, tmp_path / "many", progress=False)
+    # The number of test clips changes the figures on this store (else this test could not fail).
+    assert [h["val_top1"] for h in one["history"]] != [h["val_top1"] for h in many["history"]]
+    cheap = load_config(rec, ["data.test_clips=3", "train.eval_clips=1"])
+    quick = train(cheap, store, tmp_path / "quick", progress=False)
+    wa, wb = _weights(tmp_path / "many" / "last.pt"), _weights(tmp_path / "quick" / "last.pt")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)  # evaluation does not touch training
+    got = [(h["val_clips"], h["val_top1"]) for h in quick["history"]]
+    assert got[:5] == [(1, h["val_top1"]) for h in one["history"][:5]]
+    assert got[5] == (3, many["history"][5]["val_top1"])
+    assert got[5][1] == pytest.approx(evaluate(tmp_path / "quick" / "last.pt", store)["top1"])
+    rows = (tmp_path / "quick" / "log.csv").read_text().strip().splitlines()
+    assert rows[0].endswith(",val_clips") and [r.split(",")[-1] for r in rows[1:]] == list("111113")
+    # It may change on --resume, like eval_every.
+    train(
+        load_config(rec, ["data.test_clips=3"]), store, tmp_path / "r", max_epochs=4, progress=False
+    )
+    resumed = train(cheap, store, tmp_path / "r", resume=True, progress=False)
+    assert resumed["history"][-1]["val_top1"] == many["history"][-1]["val_top1"]
+    with pytest.raises(ConfigError, match=r"train\.eval_clips: must be >= 0"):
+        load_config(rec, ["train.eval_clips=-1"])
+
+
+def test_resume_keeps_the_columns_of_a_log_written_by_an_older_version(
+    store: Path, tmp_path: Path
+) -> None:
+    rec = load_config(_recipe(tmp_path, train={"epochs": 3}))
+    train(rec, store, tmp_path / "run", max_epochs=2, progress=False)
+    log = tmp_path / "run" / "log.csv"
+    old = [",".join(r.split(",")[:-1]) for r in log.read_text().strip().splitlines()]
+    log.write_text("\n".join(old) + "\n")  # as written before log.csv had val_clips
+    train(rec, store, tmp_path / "run", resume=True, progress=False)
+    rows = [r.split(",") for r in log.read_text().strip().splitlines()]
+    assert len(rows) == 4 and {len(r) for r in rows} == {len(rows[0])}
+    assert "val_clips" not in rows[0] and rows[-1][0] == "3"
+
+
 def test_ema_resumes_exactly_and_saves_the_average(store: Path, tmp_path: Path) -> None:
     cfg = load_config(_recipe(tmp_path), ["train.ema=0.9"])
     full = train(cfg, store, tmp_path / "full", progress=False)

@@ -79,6 +79,11 @@ class TrainConfig:
     label_smoothing: float = 0.1
     seed: int = 1
     eval_every: int = 1
+    # Test clips per video in the evaluations during training (0: data.test_clips). The last
+    # epoch is always evaluated with data.test_clips, so the run's final figure is what
+    # `protoskel eval` prints; a cheaper setting (1) only changes the curve in between (and
+    # best.pt, chosen on that curve as printed). log.csv's val_clips says which was used.
+    eval_clips: int = 0
     threads: int = 0  # 0: leave torch's default
     # Warm start: a checkpoint (path or shipped name) whose parameters of matching name and
     # shape (e.g. the backbone of a linear-head run) initialise this model. It must share the
@@ -188,6 +193,7 @@ class Config:
             (0 < self.train.lr_decay <= 1, "train.lr_decay", "must be in (0, 1]"),
             (0 <= self.train.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)"),
             (self.train.eval_every >= 1, "train.eval_every", "must be >= 1"),
+            (self.train.eval_clips >= 0, "train.eval_clips", "must be >= 0 (0: data.test_clips)"),
             (self.train.threads >= 0, "train.threads", "must be >= 0"),
             (
                 self.model.invariance_train in ("all", "sample"),

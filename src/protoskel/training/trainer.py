@@ -109,9 +109,9 @@ def prototype_head(model: nn.Module) -> Any:
     return next((m for m in model.modules() if isinstance(m, PrototypeHead)), None)
 
 
-# How often to evaluate and how many threads to use do not change the trained weights (the
-# epoch's data order depends only on seed and epoch), so a resumed run may change them.
-_RESUME_FREE = ("eval_every", "threads")
+# How often and on how many clips to evaluate, and how many threads to use, do not change the
+# trained weights (an epoch's data order depends only on seed and epoch): a resume may change them.
+_RESUME_FREE = ("eval_every", "eval_clips", "threads")
 
 
 def _resume_view(config: dict[str, Any]) -> dict[str, Any]:
@@ -126,6 +126,8 @@ def _epoch_line(row: dict[str, Any], paces: list[float], epochs: int) -> str:
     line += f"{row['train_acc']:.1f}"
     if "val_top1" in row:
         line += f" | val top1 {row['val_top1']:.2f} top5 {row['val_top5']:.2f}"
+        if row.get("val_clips", 1) > 1:
+            line += f" ({row['val_clips']} clips)"
     # Only epochs run by this process: those restored by --resume may come from another machine.
     recent = paces[-5:]
     left = (epochs - row["epoch"]) * sum(recent) / len(recent)
@@ -369,6 +371,7 @@ class _Logs:
         "val_top5",
         "val_mean_class_acc",
         "epoch_seconds",
+        "val_clips",
     )
 
     def __init__(self, out: Path, enabled: bool, resume: bool) -> None:
@@ -377,7 +380,14 @@ class _Logs:
         self.tb = None
         if not enabled:
             return
-        if not (resume and self.path.exists()):
+        self.fields: tuple[str, ...] = self.FIELDS
+        if resume and self.path.exists():
+            # A run started by an older version keeps its columns, so the file stays one table.
+            with self.path.open(newline="") as f:
+                header = next(csv.reader(f), None)
+            if header:
+                self.fields = tuple(header)
+        else:
             with self.path.open("w", newline="") as f:
                 csv.writer(f).writerow(self.FIELDS)
         with contextlib.suppress(Exception):
@@ -390,7 +400,7 @@ class _Logs:
         if not self.enabled:
             return
         with self.path.open("a", newline="") as f:
-            csv.writer(f).writerow([row.get(k, "") for k in self.FIELDS])
+            csv.writer(f).writerow([row.get(k, "") for k in self.fields])
         if self.tb is not None:
             for k, v in row.items():
                 if k != "epoch" and isinstance(v, int | float):
@@ -561,6 +571,13 @@ def train(
     proto = prototype_head(model)
     train_loader = _loader(train_split, layout, cfg, True, dist)
     val_loader = _loader(val_split, layout, cfg, False, dist) if val_split is not None else None
+    # The interim evaluations may use fewer clips (train.eval_clips); the last uses the recipe's.
+    quick_clips = cfg.train.eval_clips or cfg.data.test_clips
+    quick_loader = val_loader
+    if val_split is not None and quick_clips != cfg.data.test_clips:
+        quick_loader = eval_loader(
+            val_split, layout, cfg, num_clips=quick_clips, mirror=cfg.data.test_flip
+        )
     steps = len(train_loader)
     logs = _Logs(out, dist.is_main, resume)
     end_epoch = cfg.train.epochs if max_epochs is None else min(cfg.train.epochs, max_epochs)
@@ -692,11 +709,12 @@ def train(
                 and dist.is_main
                 and ((epoch + 1) % cfg.train.eval_every == 0 or is_last)
             ):
-                probs, labels = predict_split(eval_model, val_loader)
+                probs, labels = predict_split(eval_model, val_loader if is_last else quick_loader)
                 m = classification_metrics(probs, labels, classes)
                 row.update(
                     val_top1=m["top1"], val_top5=m["top5"], val_mean_class_acc=m["mean_class_acc"]
                 )
+                row["val_clips"] = cfg.data.test_clips if is_last else quick_clips
             row["epoch_seconds"] = time.perf_counter() - t0
             history.append(row)
             paces.append(row["epoch_seconds"])
