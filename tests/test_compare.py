@@ -209,7 +209,16 @@ def test_ensemble_fuses_saved_prediction_files_as_saved(runs, tmp_path: Path, cl
     # Files only (no --data needed), and a file beside a checkpoint: the same fused result.
     code, out, err = cli("ensemble", p1, p2, *w, "--save-probs", str(tmp_path / "e.npz"))
     assert code == 0, err
-    assert out.splitlines()[-1] == want and "(file)" in out
+    assert out.splitlines()[-1] == want
+    # Members are listed by the stream eval recorded in each file, as checkpoints are.
+    assert [ln.split()[1] for ln in out.splitlines() if ln.startswith("  w=")] == ["joint"] * 2
+    assert load_predictions(p1).source["clips"] == 1  # the recipe's, not "default"
+    code, out, err = cli("ensemble", str(tmp_path / "e.npz"), p2, *w)
+    assert code == 0, err  # a fused file records no single stream
+    assert [ln.split()[1] for ln in out.splitlines() if ln.startswith("  w=")] == [
+        "(file)",
+        "joint",
+    ]
     fused = load_predictions(tmp_path / "e.npz")
     expect = 0.7 * load_predictions(p1).probs + 0.3 * load_predictions(p2).probs
     np.testing.assert_allclose(fused.probs, expect, atol=1e-12)

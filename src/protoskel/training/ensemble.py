@@ -64,7 +64,8 @@ def _member(
         if given:
             raise_settings_for_file(member, given)
         pred = predictions_of(str(member), None)
-        return pred, {"predictions": str(member), "stream": "(file)"}
+        # eval --save-probs records the stream; fused or older files do not.
+        return pred, {"predictions": str(member), "stream": pred.source.get("stream", "(file)")}
     if data_dir is None:
         raise ConfigError(f"{member}: a checkpoint needs --data to be evaluated on")
     from protoskel.data.store import open_store

@@ -841,8 +841,9 @@ def evaluate(
     if save_probs is not None:
         source = {
             "checkpoint": ck["path"],
+            "stream": ck["config"]["data"]["stream"],
             "flip": effective_flip(flip, ck),
-            "clips": clips,
+            "clips": clips if clips is not None else ck["config"]["data"].get("test_clips", 1),
             "rotate": rotate,
         }
         m["probs_file"] = str(
