@@ -670,7 +670,23 @@ def test_occlude_evaluates_with_a_part_hidden(store: Path, tmp_path: Path) -> No
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["occluded_part"] == part
     r = CliRunner().invoke(app, ["eval", str(ck_path), "--data", str(store), "--occlude", "tail"])
-    assert isinstance(r.exception, ConfigError) and "has no part 'tail'" in str(r.exception)
+    assert isinstance(r.exception, ConfigError)
+    assert str(r.exception).startswith(f"{ck_path}: cannot occlude 'tail'")
+    assert "give one of torso, left_arm" in str(r.exception)
+
+
+def test_ensemble_refuses_an_unknown_part_before_evaluating_any_member(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from protoskel.training import ensemble as ens_mod
+
+    train(load_config(_recipe(tmp_path), ["train.epochs=1"]), store, tmp_path / "r", progress=False)
+    ck_path = tmp_path / "r" / "last.pt"
+    calls: list[object] = []
+    monkeypatch.setattr(ens_mod, "checkpoint_probs", lambda *a, **k: calls.append(a))
+    with pytest.raises(ConfigError, match="cannot occlude 'tail'"):
+        ensemble([ck_path, ck_path], store, occlude="tail")
+    assert calls == []
 
 
 def test_test_time_mirror_averages_each_clip_with_its_mirror(store: Path, tmp_path: Path) -> None:

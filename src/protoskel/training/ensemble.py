@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from protoskel.errors import CheckpointError, ConfigError
+from protoskel.training.checkpoint import load_checkpoint
 from protoskel.training.compare import (
     Predictions,
     check_predictions_path,
@@ -18,7 +19,7 @@ from protoskel.training.compare import (
     save_predictions,
 )
 from protoskel.training.metrics import classification_metrics
-from protoskel.training.trainer import checkpoint_probs, effective_flip
+from protoskel.training.trainer import check_occlude_part, checkpoint_probs, effective_flip
 
 __all__ = ["ensemble", "fit_weights"]
 
@@ -117,6 +118,11 @@ def ensemble(
             "which a prediction file cannot do; give its checkpoint or pass --weights"
         )
     kw: dict[str, Any] = {"clips": clips, "flip": flip, "rotate": rotate, "occlude": occlude}
+    if occlude is not None:
+        # Every member before any is evaluated, so a wrong part costs no evaluation time.
+        for c in checkpoints:
+            if not _is_predictions(c):
+                check_occlude_part(load_checkpoint(c), occlude)
     runs = [_member(c, data_dir, split, kw) for c in checkpoints]
     first = runs[0][0]
     for c, (pred, _) in zip(checkpoints[1:], runs[1:], strict=True):

@@ -760,6 +760,18 @@ def load_for_eval(checkpoint: str | Path) -> tuple[dict[str, Any], nn.Module, Co
     return ck, build_from_checkpoint(ck), cfg
 
 
+def check_occlude_part(ck: dict[str, Any], occlude: str | None) -> None:
+    """Refuse a body part the checkpoint's layout does not have, naming the checkpoint."""
+    if occlude is None:
+        return
+    lay = checkpoint_layout(ck)
+    if occlude not in lay.parts:
+        raise ConfigError(
+            f"{ck['path']}: cannot occlude {occlude!r}: its layout {lay.name!r} has no such "
+            f"part; give one of {', '.join(lay.parts)}"
+        )
+
+
 def checkpoint_probs(
     checkpoint: str | Path,
     data_dir: str | Path,
@@ -779,6 +791,7 @@ def checkpoint_probs(
     from protoskel.data.store import open_store
 
     ck, model, cfg = load_for_eval(checkpoint)
+    check_occlude_part(ck, occlude)
     store = open_store(data_dir)
     lay = checkpoint_layout(ck)
     if list(store.classes) != list(ck["classes"]):
