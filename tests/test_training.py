@@ -153,6 +153,29 @@ def test_eval_clips_makes_interim_evaluations_cheaper_and_the_last_one_the_recip
         load_config(rec, ["train.eval_clips=-1"])
 
 
+def test_eval_batches_hold_about_eval_samples_forwards_and_do_not_change_results(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from protoskel.training import trainer as tr
+
+    fa = load_config(_recipe(tmp_path), ["model.invariance=frame_averaging"])
+    plain = load_config(_recipe(tmp_path))
+    assert tr.eval_batch_size(plain, 3, 1, False) == 32
+    assert tr.eval_batch_size(plain, 3, 1, True) == 16
+    assert tr.eval_batch_size(fa, 3, 1, True) == 4  # 2 copies x 4 frames (SO(3))
+    assert tr.eval_batch_size(fa, 2, 1, True) == 8  # 2 frames in 2D
+    assert tr.eval_batch_size(fa, 3, 5, True) == 1  # never 0
+    rot = load_config(_recipe(tmp_path), ["data.test_rotate=[[0,0.1,0],[0,0,0]]"])
+    assert tr.eval_batch_size(rot, 3, 2, False) == 8
+    train(load_config(_recipe(tmp_path), ["train.epochs=1"]), store, tmp_path / "r", progress=False)
+    ck = tmp_path / "r" / "last.pt"
+    big, labels, _, _ = checkpoint_probs(ck, store, clips=3, flip=True)
+    monkeypatch.setattr(tr, "EVAL_SAMPLES", 1)
+    small, labels2, _, _ = checkpoint_probs(ck, store, clips=3, flip=True)
+    np.testing.assert_allclose(small, big, rtol=1e-5, atol=1e-6)
+    assert np.array_equal(labels, labels2)
+
+
 def test_resume_keeps_the_columns_of_a_log_written_by_an_older_version(
     store: Path, tmp_path: Path
 ) -> None:
