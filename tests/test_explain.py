@@ -134,6 +134,30 @@ def test_block_effects_recover_additive_effects() -> None:
 
 
 # ----------------------------------------------------------------------------------- reports
+def test_explanation_explains_the_prediction_predict_reports_with_the_mirror(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    from protoskel.explain.report import explain_clip
+    from protoskel.training.checkpoint import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(train_tiny(tmp_path, "linear", epochs=1)["ck"])
+    ck["config"]["data"].update(test_flip=True, test_clips=2)
+    save_checkpoint(ck, tmp_path / "flip.pt")
+    pred = Predictor.from_checkpoint(tmp_path / "flip.pt")
+    seq = load_input(tiny["clip"])
+    facts = explain_clip(pred, seq)["facts"]
+    want = pred.predict(seq)["predictions"]
+    assert [p["index"] for p in facts["predictions"]] == [p["index"] for p in want]
+    got = [p["prob"] for p in facts["predictions"]]
+    np.testing.assert_allclose(got, [p["prob"] for p in want], rtol=1e-6)
+    # Without the mirror the probabilities differ (else this test could not fail).
+    plain = pred.prepare(seq)
+    with torch.no_grad():
+        one = torch.softmax(pred.model(plain), 1).mean(0).double().numpy()
+    assert not np.allclose(one[[p["index"] for p in want]], got, rtol=1e-6)
+    assert facts["model"]["test_flip"] is True and facts["views_averaged"] == 4
+
+
 def test_report_files_and_offline_html(tiny: dict[str, Path]) -> None:
     rep = tiny["report"]
     assert sorted(p.name for p in rep.iterdir() if not p.name.startswith("prototype_")) == [

@@ -252,12 +252,15 @@ def explain_clip(
     ``importance`` (T, V), ``saliency`` (T, V), ``positions`` (T,).
     """
     adapted = pred.adapt(seq)
-    x = pred.prepare(adapted, adapt=False)
+    # The class explained is the one predict reports: probabilities averaged over every view
+    # the recipe tests (its clips, rotations and mirror), as Predictor.probabilities does.
+    views = pred.prepare(adapted, adapt=False, mirror=pred.test_flip, rotate=True)
     with torch.no_grad():
-        probs = F.softmax(pred.model(x), dim=1).mean(0).double().numpy()
+        probs = F.softmax(pred.model(views), dim=1).mean(0).double().numpy()
     ranked = pred.ranked(probs, top_k_classes)
     target = ranked[0]["index"]
-    x0 = x[:1]  # explanations are of the first sampled view (the only one when test_clips=1)
+    # The evidence is of the first sampled view as it is, unrotated and unmirrored.
+    x0 = pred.prepare(adapted, adapt=False)[:1]
     pos = pred.positions(adapted.num_frames)[0].double().numpy()
     xy, valid = to_xy(pred.prepare(adapted, stream="joint", adapt=False), pred.layout)
     saliency = gradient_saliency(pred.model, x0, target)
@@ -280,11 +283,14 @@ def explain_clip(
             "layout": lay.name,
             "num_frames": pred.num_frames,
             "test_clips": pred.test_clips,
+            "test_flip": pred.test_flip,
+            "test_rotate": pred.test_rotate,
             "invariance": pred.config.model.invariance,
             "dataset": (pred.checkpoint.get("meta") or {}).get("dataset"),
         },
         "classes": pred.classes,
         "predictions": ranked,
+        "views_averaged": len(views),
         "explained_class": {**ranked[0], "view": 0},
         "positions": _r(pos, 2),
         "joints": list(lay.joints),
@@ -444,8 +450,16 @@ def _report_html(facts: dict[str, Any], images: dict[str, bytes], input_name: st
         + ".</p>",
         "<h2>Prediction</h2>",
         f"<table>{rows}</table>",
-        "<h2>Where the model looked</h2>",
     ]
+    n_views = facts.get("views_averaged", 1)
+    if n_views > 1:
+        body.append(
+            f"<p class=small>Averaged over the {n_views} views the recipe tests (its clips"
+            + (", rotations" if m.get("test_rotate") else "")
+            + (" and their mirror images" if m.get("test_flip") else "")
+            + "), as <code>predict</code> does; the maps below are of the first view.</p>"
+        )
+    body.append("<h2>Where the model looked</h2>")
     method = facts["importance"]["method"]
     how = (
         "How much the prototypes' evidence for the predicted class depends on each joint's "
