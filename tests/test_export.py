@@ -240,6 +240,25 @@ def test_onnx_metadata_records_how_to_feed_the_model(
     assert isinstance(shape[0], str) and shape[1:4] == [3, 16, 20]
 
 
+def test_onnx_averaged_over_the_prepared_views_is_what_predict_prints(
+    runs: dict[str, Path], exported: _Exports, tmp_path: Path
+) -> None:
+    from protoskel.training.checkpoint import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(runs["fa"])
+    ck["config"]["data"].update(test_flip=True, test_clips=2)
+    save_checkpoint(ck, tmp_path / "flip.pt")
+    pred = Predictor.from_checkpoint(tmp_path / "flip.pt")
+    out = exported("fa")  # the graph does not depend on the test-time settings
+    assert "outside the graph" in read_export_metadata(out)["test_time"]
+    seq = open_store(runs["store"]).split("val").get(0)
+    views = pred.prepare(seq, mirror=pred.test_flip, rotate=True)
+    assert views.shape[0] == 4
+    logits = torch.from_numpy(_onnx_logits(out, views))
+    got = torch.softmax(logits, 1).mean(0).double().numpy()
+    np.testing.assert_allclose(got, pred.probabilities(seq), atol=1e-5)
+
+
 def test_exported_frame_averaging_stays_rotation_invariant(
     runs: dict[str, Path], exported: _Exports
 ) -> None:

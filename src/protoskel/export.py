@@ -421,6 +421,11 @@ def export_metadata(ck: dict[str, Any]) -> dict[str, str]:
         "test_flip": str(bool(cfg.data.test_flip)).lower(),
         # ... and over these rotations of it, applied after centring (loader ``rotations``).
         "test_rotate": json.dumps(cfg.data.test_rotate),
+        "test_time": (
+            "outside the graph: the recipe's figures average the softmax over test_clips x "
+            "rotations x (2 with test_flip) prepared views of each clip, one row each "
+            "(protoskel's Predictor.prepare(seq, mirror=test_flip, rotate=True) builds them)"
+        ),
         "backbone": cfg.model.backbone,
         "head": cfg.model.head,
         "invariance": inv or "none",
