@@ -265,7 +265,8 @@ def eval_batch_size(cfg: Config, coords: int, num_clips: int, mirror: bool) -> i
     if cfg.model.invariance == "frame_averaging":
         up = cfg.model.invariance_axes == "up"
         views = frame_count(coords, mode=cfg.model.invariance_mode, up=up)
-    return max(1, EVAL_SAMPLES // (copies * views))
+    # max(1, ...): a bad num_clips (0) is left to the loader's own clear error.
+    return max(1, EVAL_SAMPLES // max(1, copies * views))
 
 
 def eval_loader(
