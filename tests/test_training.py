@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -174,6 +175,54 @@ def test_eval_batches_hold_about_eval_samples_forwards_and_do_not_change_results
     small, labels2, _, _ = checkpoint_probs(ck, store, clips=3, flip=True)
     np.testing.assert_allclose(small, big, rtol=1e-5, atol=1e-6)
     assert np.array_equal(labels, labels2)
+
+
+def test_a_finished_run_is_never_replaced_silently(store: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from protoskel.cli import app
+
+    rec = _recipe(tmp_path, train={"epochs": 2})
+    run = tmp_path / "run"
+    train(load_config(rec), store, run, progress=False)
+    before = (run / "last.pt").read_bytes()
+    with pytest.raises(ConfigError, match=r"already holds a run \(last\.pt\); pass --resume"):
+        train(load_config(rec, ["train.epochs=1"]), store, run, progress=False)
+    assert (run / "last.pt").read_bytes() == before
+    cmd = ["train", str(rec), "--data", str(store), "--out", str(run), "--set", "train.epochs=1"]
+    r = CliRunner().invoke(app, cmd)
+    assert r.exit_code != 0 and "already holds a run" in str(r.exception)
+    assert (run / "last.pt").read_bytes() == before
+    with pytest.raises(ConfigError, match="either --resume or --force"):
+        train(load_config(rec), store, run, resume=True, overwrite=True, progress=False)
+    r = CliRunner().invoke(app, [*cmd, "--force"])
+    assert r.exit_code == 0, r.output
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+    assert len((run / "log.csv").read_text().strip().splitlines()) == 1 + 1
+    assert "last val top1 " in r.output and re.search(r"top1 \d+\.\d\d$", r.output.strip())
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from protoskel.training import trainer as tr
+
+    def broken(*a: object, **k: object) -> None:
+        raise RuntimeError("the data broke")
+
+    monkeypatch.setattr(tr, "_loader", broken)
+    cfg = load_config(_recipe(tmp_path))
+    with pytest.raises(RuntimeError, match="the data broke"):
+        train(cfg, store, tmp_path / "new", progress=False)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(RuntimeError, match="the data broke"):
+        train(cfg, store, tmp_path / "mine", progress=False)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"  # not ours to remove
+    with pytest.raises(CheckpointError, match=r"no last\.pt to resume"):
+        train(cfg, store, tmp_path / "none", resume=True, progress=False)
+    assert not (tmp_path / "none").exists()
 
 
 def test_resume_keeps_the_columns_of_a_log_written_by_an_older_version(

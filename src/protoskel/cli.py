@@ -241,6 +241,10 @@ def train_cmd(
     data: Annotated[str, typer.Option("--data", help="Prepared dataset folder.")],
     out: Annotated[str, typer.Option("--out", help="Run folder for checkpoints and logs.")],
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace the run already in OUT (its checkpoints and log)."),
+    ] = False,
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="Override a recipe value: key=value.")
     ] = None,
@@ -255,7 +259,7 @@ def train_cmd(
 
     cfg = load_config(config, overrides or [])
     try:
-        res = train(cfg, data, out, resume=resume, progress=True)
+        res = train(cfg, data, out, resume=resume, overwrite=force, progress=True)
     except BaseException:
         distributed.cleanup(wait=False)
         raise
@@ -265,7 +269,9 @@ def train_cmd(
     if as_json:
         echo_json(summary)
     else:
-        log(f"done: {res['out']}/last.pt  last val top1 {last.get('val_top1', 'n/a')}")
+        top1 = last.get("val_top1")
+        shown = "n/a" if top1 is None else f"{top1:.2f}"
+        log(f"done: {res['out']}/last.pt  last val top1 {shown}")
 
 
 # Shared by eval and ensemble: None keeps the recipe's data.test_flip.

@@ -108,7 +108,8 @@ def run_demo(
         f"[2/3] training {cfg.model.backbone} (width {width}) for {cfg.train.epochs} epochs "
         f"on {cfg.train.threads or 'all'} CPU thread(s) -> {run_dir}"
     )
-    train(cfg, data_dir, run_dir, progress=progress)
+    # Like its store, a previous demo's run is replaced.
+    train(cfg, data_dir, run_dir, overwrite=True, progress=progress)
     ckpt = run_dir / "last.pt"  # the final model: no selection on the validation subjects
     log(f"[3/3] evaluating {ckpt} on the validation subjects")
     m = evaluate(ckpt, data_dir, split=cfg.data.val_split, confusion_png=run_dir / "confusion.png")

@@ -6,6 +6,8 @@ import contextlib
 import copy
 import csv
 import math
+import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -501,24 +503,66 @@ def warm_start(
     return info
 
 
+# What a run folder holds; --force removes these (and only these) before a fresh run.
+_RUN_FILES = ("last.pt", "best.pt", "log.csv")
+
+
 def train(
     cfg: Config,
     data_dir: str | Path,
     out_dir: str | Path,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     max_epochs: int | None = None,
 ) -> dict[str, Any]:
     """Train a model from a recipe on a prepared store; write best.pt/last.pt and log.csv.
 
-    ``max_epochs`` stops early after that many epochs in total (the schedule still spans
-    ``train.epochs``), which is how an interrupted run is simulated in tests.
+    A folder that already holds a run (``last.pt``) is continued with ``resume`` or replaced
+    with ``overwrite``, never silently. A run that fails before its first checkpoint removes
+    the folder it created. ``max_epochs`` stops early after that many epochs in total (the
+    schedule still spans ``train.epochs``), which is how an interrupted run is simulated in tests.
     """
+    out = Path(out_dir)
+    last = out / "last.pt"
+    if resume and overwrite:
+        raise ConfigError("give either --resume or --force, not both")
+    if resume and not last.is_file():
+        raise CheckpointError(f"{last}: --resume given but there is no last.pt to resume")
+    if not resume and last.exists() and not overwrite:
+        raise ConfigError(
+            f"{out}: already holds a run (last.pt); pass --resume to continue it, --force to "
+            "replace it, or choose another --out"
+        )
+    main = int(os.environ.get("RANK", "0")) == 0
+    if overwrite and main:
+        for name in _RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "tb", ignore_errors=True)
+    created = not out.exists()
+    try:
+        return _train(cfg, data_dir, out, resume=resume, progress=progress, max_epochs=max_epochs)
+    except BaseException:
+        # Nothing of a run is lost: only a folder this call made, holding no checkpoint yet.
+        if created and main and out.is_dir() and not last.exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _train(
+    cfg: Config,
+    data_dir: str | Path,
+    out: Path,
+    *,
+    resume: bool,
+    progress: bool,
+    max_epochs: int | None,
+) -> dict[str, Any]:
+    """The training run itself (see :func:`train`)."""
     from protoskel.data.store import open_store
 
     dist = init_distributed()
-    out = Path(out_dir)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     store = open_store(data_dir)
@@ -560,8 +604,6 @@ def train(
     start_epoch, best, history = 0, -1.0, []
     last_path = out / "last.pt"
     if resume:
-        if not last_path.is_file():
-            raise CheckpointError(f"{last_path}: --resume given but there is no last.pt to resume")
         ck = load_checkpoint(last_path)
         # Through the config class, so an option added after the run started (absent from
         # the checkpoint) compares at its default instead of as a difference.
