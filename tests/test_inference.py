@@ -192,6 +192,33 @@ def test_cli_stream_over_a_skeleton_file(tiny: dict[str, Path], cli: Cli) -> Non
     assert [(r["frame_start"], r["frame_end"]) for r in rows] == [(0, 7)]
 
 
+def test_a_clip_without_a_person_is_refused_and_a_stream_says_so(
+    tiny: dict[str, Path], tmp_path: Path, cli: Cli
+) -> None:
+    seq = load_input(tiny["clip"])
+    empty = replace(seq, keypoints=np.zeros_like(seq.keypoints))
+    path = write_generic_npz(empty, tmp_path / "empty.npz")
+    pred = Predictor.from_checkpoint(tiny["ck"])
+    with pytest.raises(DataFormatError, match=f"no person in any of its {seq.num_frames} frames"):
+        pred.predict(load_input(path))
+    code, out, err = cli("predict", tiny["ck"], path)
+    assert code == 2 and out == "" and "empty.npz: no person in any of its" in err
+    code, out, err = cli("explain", tiny["ck"], path, "--out", tmp_path / "rep")
+    assert code == 2 and "no person" in err and not (tmp_path / "rep").exists()
+    # One joint present in one frame is a person (an occluded one), not an empty clip.
+    one = empty.keypoints.copy()
+    one[0, 3, 5] = [0.1, 0.2, 0.3]
+    assert pred.predict(replace(seq, keypoints=one))["predictions"]
+    # A stream goes on: the empty windows say so, the others are classified as before.
+    half = seq.keypoints.copy()
+    half[:, :20] = 0.0
+    mixed = write_generic_npz(replace(seq, keypoints=half), tmp_path / "half.npz")
+    rows = list(pred.predict_windows(iter_frames(mixed), window=10, hop=10))
+    assert rows[0]["label"] is None and rows[0]["note"] == "no person in this window"
+    assert rows[0]["prob"] is None and rows[1]["label"] is None
+    assert all(r["label"] is not None and "note" not in r for r in rows[2:]) and rows[2:]
+
+
 def test_cli_stream_over_video_frames(tiny: dict[str, Path], cli: Cli) -> None:
     video = media_file("vtest.avi")
     pytest.importorskip("mediapipe")

@@ -83,6 +83,12 @@ def load_input(
     return seq
 
 
+def has_person(seq: SkeletonSequence) -> bool:
+    """True when some frame has a joint that is present (finite and not exactly zero)."""
+    k = seq.keypoints
+    return bool(np.any(np.isfinite(k) & (k != 0)))
+
+
 @dataclass
 class _OneClip:
     """A packed split holding one clip (the attributes ClipLoader reads)."""
@@ -264,10 +270,23 @@ class Predictor:
         return x
 
     # ---------------------------------------------------------------------------- output
+    def require_person(self, seq: SkeletonSequence) -> None:
+        """Refuse a clip in which no frame has a person (every joint missing or zero)."""
+        if not has_person(seq):
+            where = seq.meta.get("path") or seq.meta.get("source") or seq.id or "input"
+            raise DataFormatError(
+                where,
+                None,
+                f"no person in any of its {seq.num_frames} frames (every joint is missing or "
+                "zero), so there is nothing to recognise; for a video, check that the whole "
+                "person is in view",
+            )
+
     @torch.no_grad()
     def probabilities(self, seq: SkeletonSequence) -> np.ndarray:
         """Class probabilities (num_classes,), averaged over the ``test_clips`` views (and their
         rotations and mirrors when the recipe sets ``data.test_rotate`` / ``data.test_flip``)."""
+        self.require_person(seq)
         x = self.prepare(seq, mirror=self.test_flip, rotate=True)
         return F.softmax(self.model(x), dim=1).mean(0).double().numpy()
 
@@ -330,19 +349,24 @@ class Predictor:
             meta=meta,
         )
         t0 = time.perf_counter()
-        preds = self.predict(seq, top_k=max(1, top_k))["predictions"]
+        # A live stream goes on through empty stretches: such a window says so instead of
+        # stopping the stream (a single clip without a person is an error instead).
+        seen = has_person(seq)
+        preds = self.predict(seq, top_k=max(1, top_k))["predictions"] if seen else []
         done = time.perf_counter()
         out: dict[str, Any] = {
             "window": number,
             "frame_start": frames[0].index,
             "frame_end": last.index + 1,
-            "label": preds[0]["label"],
-            "index": preds[0]["index"],
-            "prob": preds[0]["prob"],
+            "label": preds[0]["label"] if seen else None,
+            "index": preds[0]["index"] if seen else None,
+            "prob": preds[0]["prob"] if seen else None,
             "latency_ms": round((done - last.arrived) * 1000.0, 2),
             "pose_ms": round(last.pose_ms, 2),
             "model_ms": round((done - t0) * 1000.0, 2),
         }
+        if not seen:
+            out["note"] = "no person in this window"
         if top_k > 1:
             out["predictions"] = preds
         return out

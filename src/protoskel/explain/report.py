@@ -251,6 +251,7 @@ def explain_clip(
     and ``arrays``: ``xy``/``valid`` (front-view input points of the first view),
     ``importance`` (T, V), ``saliency`` (T, V), ``positions`` (T,).
     """
+    pred.require_person(seq)
     adapted = pred.adapt(seq)
     # The class explained is the one predict reports: probabilities averaged over every view
     # the recipe tests (its clips, rotations and mirror), as Predictor.probabilities does.
