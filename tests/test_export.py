@@ -358,6 +358,13 @@ def test_cli_export_json_and_errors(runs: dict[str, Path], tmp_path: Path) -> No
         export_checkpoint(runs["linear"], tmp_path / "m.x", "tflite")
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         export_checkpoint(tmp_path / "missing.pt", tmp_path / "m.onnx", "onnx")
+    # A name that says another format is refused before anything is written.
+    (tmp_path / "keep.pt2").write_bytes(b"an earlier export")
+    with pytest.raises(ConfigError, match=r"says pt2 but --format is onnx; name it keep\.onnx"):
+        export_checkpoint(runs["linear"], tmp_path / "keep.pt2", "onnx")
+    assert (tmp_path / "keep.pt2").read_bytes() == b"an earlier export"
+    with pytest.raises(ConfigError, match="says onnx but --format is torchscript"):
+        export_checkpoint(runs["linear"], tmp_path / "m2.onnx", "torchscript")
 
 
 def test_failed_export_leaves_no_file(

@@ -259,3 +259,7 @@ def test_cli_pose_missing_video_exit_2(tmp_path: Path) -> None:
     assert res.stdout == ""
     assert res.stderr.startswith("error: ") and "missing.avi" in res.stderr
     assert not out.exists()
+    # A clip name that is not .npz is refused before the video is read.
+    res = _cli("pose", str(tmp_path / "missing.avi"), "--out", str(tmp_path / "clip.csv"))
+    assert res.returncode == 2 and "clip.csv: pose writes a generic NPZ clip" in res.stderr
+    assert not list(tmp_path.iterdir())

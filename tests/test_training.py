@@ -301,6 +301,10 @@ def test_ensemble_and_fitted_weights(store: Path, tmp_path: Path) -> None:
     assert sum(fitted["weights"]) == pytest.approx(1.0)
     held = load_checkpoint(runs[0])["meta"]["holdout_ids"]
     assert len(held) == 9 and all(h.startswith("tiny_0_") for h in held)
+    for bad in ([0.0, 0.0], [-1.0, 2.0]):
+        with pytest.raises(ConfigError, match="weights must be >= 0 with a positive sum"):
+            ensemble(runs, store, weights=bad)
+    assert ensemble(runs, store, weights=[1.0, 0.0])["weights"] == [1.0, 0.0]
 
 
 def test_ensemble_multi_clip_fuses_each_members_multi_clip_probabilities(

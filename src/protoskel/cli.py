@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -540,8 +541,12 @@ def pose_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Extract a mediapipe-33 skeleton clip (3D world, y up) from a video with MediaPipe Pose."""
+    from protoskel.errors import ConfigError
     from protoskel.pose import extract_pose, write_pose_npz
 
+    if Path(out).suffix.lower() != ".npz":
+        # Before the video is read, so a wrong name costs no extraction time.
+        raise ConfigError(f"{out}: pose writes a generic NPZ clip; give a name ending in .npz")
     seq = extract_pose(
         video,
         model_complexity=model_complexity,

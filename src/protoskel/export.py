@@ -70,6 +70,8 @@ __all__ = [
 ]
 
 FORMATS = ("onnx", "pt2", "torchscript")
+_FORMAT_SUFFIX = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".pt"}
+_SUFFIX_FORMAT = {".onnx": "onnx", ".pt2": "pt2", ".pt": "torchscript", ".ts": "torchscript"}
 INPUT_NAME, OUTPUT_NAME = "x", "logits"
 TORCHSCRIPT_META = "protoskel.json"
 DEFAULT_OPSET = 17
@@ -523,6 +525,13 @@ def export_checkpoint(
 
     if fmt not in FORMATS:
         raise ConfigError(f"export --format {fmt!r}: must be one of {', '.join(FORMATS)}")
+    other = _SUFFIX_FORMAT.get(Path(out).suffix.lower())
+    if other is not None and other != fmt:
+        # A file named for another format would be read as that format (or replace one).
+        raise ConfigError(
+            f"{out}: the name says {other} but --format is {fmt}; name it "
+            f"{Path(out).with_suffix(_FORMAT_SUFFIX[fmt]).name} or pass --format {other}"
+        )
     ck = load_checkpoint(checkpoint)
     model = build_from_checkpoint(ck)
     in_channels = int(ck["in_channels"])

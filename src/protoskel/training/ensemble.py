@@ -111,6 +111,11 @@ def ensemble(
         raise ConfigError("give either --weights or --fit-weights, not both")
     if weights is not None and len(weights) != len(checkpoints):
         raise ConfigError(f"{len(weights)} weights for {len(checkpoints)} checkpoints")
+    if weights is not None and (min(weights) < 0 or sum(weights) <= 0):
+        raise ConfigError(
+            f"--weights {','.join(f'{w:g}' for w in weights)}: weights must be >= 0 with a "
+            "positive sum (a member weighted 0 is left out in effect)"
+        )
     files = [c for c in checkpoints if _is_predictions(c)]
     if fit and files:
         raise ConfigError(
