@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -354,6 +355,9 @@ def test_cli_export_json_and_errors(runs: dict[str, Path], tmp_path: Path) -> No
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     assert summary["out"] == str(out) and summary["format"] == "onnx" and out.is_file()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # as a plain open() would (not 0600)
     with pytest.raises(ConfigError, match="must be one of onnx, pt2, torchscript"):
         export_checkpoint(runs["linear"], tmp_path / "m.x", "tflite")
     with pytest.raises(CheckpointError, match="no such checkpoint"):

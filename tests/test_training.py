@@ -70,6 +70,9 @@ def test_train_writes_checkpoints_and_logs(store: Path, tmp_path: Path) -> None:
     assert m["n"] == 15 and set(m) >= {"top1", "top5", "mean_class_acc", "per_class"}
     assert m["top1"] >= 60.0  # chance is 33.3; the tiny task is learnable
     assert (tmp_path / "cm.png").stat().st_size > 1000
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "cm.png").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     ck = load_checkpoint(run / "last.pt")
     assert ck["classes"] == ["still", "raise_left", "raise_right"] and ck["epoch"] == 12
 

@@ -472,6 +472,8 @@ def read_export_metadata(path: str | Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------- export
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Let ``write`` fill a temp file next to ``path``, then rename it into place."""
+    from protoskel.training.checkpoint import plain_permissions
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Keep the real suffix last: torch.export.save warns about a .pt2 file not ending in .pt2.
@@ -481,6 +483,7 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        plain_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

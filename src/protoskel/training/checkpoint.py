@@ -23,6 +23,13 @@ def shipped_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "checkpoints"
 
 
+def plain_permissions(path: str | Path) -> None:
+    """Give a file the mode a plain open() would (mkstemp's temp files are 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
     """Write a checkpoint atomically: a temp file in the same folder, then rename."""
     p = Path(path)
@@ -31,10 +38,7 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": FORMAT, "version": 1, **obj}, f)
-        # mkstemp creates 0600 files; give the checkpoint the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        plain_permissions(tmp)
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -72,12 +72,15 @@ def save_confusion_png(cm: np.ndarray, classes: list[str], path: str | Path, tit
                     colour = "white" if norm[i, j] > 0.5 else "black"
                     ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7, c=colour)
     fig.tight_layout()
+    from protoskel.training.checkpoint import plain_permissions
+
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=".png", dir=p.parent)
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=120)
+        plain_permissions(tmp)
         os.replace(tmp, p)
     finally:
         plt.close(fig)
