@@ -54,3 +54,15 @@ def test_clips_below_one_is_a_usage_error_before_any_work(command: str) -> None:
     res = CliRunner().invoke(app, argv, env={"COLUMNS": "100"})
     assert res.exit_code == 2
     assert "--clips" in res.output and "greater than or equal to 1" in res.output
+
+
+def test_version_and_short_help() -> None:
+    from protoskel import __version__
+
+    res = CliRunner().invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"protoskel {__version__}"
+    short, long = (
+        CliRunner().invoke(app, ["eval", "-h"]),
+        CliRunner().invoke(app, ["eval", "--help"]),
+    )
+    assert short.exit_code == 0 and short.output == long.output and "--split" in short.output

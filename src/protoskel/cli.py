@@ -20,6 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     # Help texts are plain text: rich markup would swallow examples such as "[ax, ay, az]".
     rich_markup_mode=None,
 )
@@ -42,9 +43,24 @@ def log(msg: str) -> None:
     sys.stderr.write(msg + "\n")
 
 
+def _print_version(value: bool) -> None:
+    """--version: print the version and exit."""
+    if value:
+        from protoskel import __version__
+
+        typer.echo(f"protoskel {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
 ) -> None:
     _state["debug"] = debug
 
@@ -350,7 +366,9 @@ def _rotations(text: str | None) -> list[Any] | None:
 def eval_cmd(
     checkpoint: Annotated[str, typer.Argument(help="Checkpoint file or shipped model name.")],
     data: Annotated[str, typer.Option("--data", help="Prepared dataset folder.")],
-    split: Annotated[str | None, typer.Option("--split", help="Split (default: val).")] = None,
+    split: Annotated[
+        str | None, typer.Option("--split", help="Split (default: the recipe's data.val_split).")
+    ] = None,
     clips: _ClipsOption = None,
     confusion: Annotated[
         str | None, typer.Option("--confusion", help="Write the confusion matrix PNG here.")
@@ -403,7 +421,9 @@ def ensemble_cmd(
         bool,
         typer.Option("--fit-weights", help="Fit weights on the held-out training clips."),
     ] = False,
-    split: Annotated[str | None, typer.Option("--split", help="Split (default: val).")] = None,
+    split: Annotated[
+        str | None, typer.Option("--split", help="Split (default: the recipe's data.val_split).")
+    ] = None,
     clips: _ClipsOption = None,
     flip: _FlipOption = None,
     rotate: _RotateOption = None,
@@ -457,7 +477,9 @@ def compare_cmd(
     data: Annotated[
         str | None, typer.Option("--data", help="Prepared dataset (for checkpoints).")
     ] = None,
-    split: Annotated[str | None, typer.Option("--split", help="Split (default: val).")] = None,
+    split: Annotated[
+        str | None, typer.Option("--split", help="Split (default: the recipe's data.val_split).")
+    ] = None,
     flip: _FlipOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -858,7 +880,9 @@ def export_cmd(
     fmt: Annotated[
         str, typer.Option("--format", help="onnx, pt2 (torch.export) or torchscript.")
     ] = "onnx",
-    out: Annotated[str, typer.Option("--out", help="Output file (written atomically).")] = "",
+    out: Annotated[
+        str, typer.Option("--out", help="Output file, required (written atomically).")
+    ] = "",
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset version.")] = 17,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
