@@ -33,6 +33,26 @@ def media_file(name: str) -> Path:
     return p
 
 
+def vtest_excerpt(out: Path, start: int, frames: int) -> Path:
+    """Frames [start, start + frames) of vtest.avi as an MJPG video (skips without OpenCV).
+
+    MediaPipe finds nobody in vtest.avi's first 166 frames; from frame 160 on it tracks a
+    pedestrian, so excerpts starting there have a person and those at 0 have none.
+    """
+    cv2 = pytest.importorskip("cv2")
+    cap = cv2.VideoCapture(str(media_file("vtest.avi")))
+    size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, start)
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, size)
+    for _ in range(frames):
+        ok, frame = cap.read()
+        assert ok, f"vtest.avi has fewer than {start + frames} frames"
+        writer.write(frame)
+    writer.release()
+    cap.release()
+    return out
+
+
 Cli = Callable[..., tuple[int, str, str]]
 
 

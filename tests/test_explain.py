@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import Cli, dataset_dir, media_file
+from conftest import Cli, dataset_dir, vtest_excerpt
 from protoskel.data.readers.generic import write_generic_npz
 from protoskel.data.store import open_store, write_store
 from protoskel.errors import ConfigError, ProtoskelError
@@ -330,8 +330,8 @@ def test_real_nwucla_clip_explained_with_its_training_segments(tmp_path: Path) -
 
 
 def test_cli_explain_a_video(tiny: dict[str, Path], tmp_path: Path, cli: Cli) -> None:
-    video = media_file("vtest.avi")
     pytest.importorskip("mediapipe")
+    video = vtest_excerpt(tmp_path / "walk.avi", 160, 10)
     code, out, err = cli(
         "explain", tiny["ck"], video, "--out", tmp_path / "v", "--max-frames", "10", "--json"
     )

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import Cli, media_file
+from conftest import Cli, vtest_excerpt
 from protoskel.data.loader import ClipLoader
 from protoskel.data.readers.generic import write_generic_npz
 from protoskel.data.sequence import SkeletonSequence
@@ -219,9 +219,9 @@ def test_a_clip_without_a_person_is_refused_and_a_stream_says_so(
     assert all(r["label"] is not None and "note" not in r for r in rows[2:]) and rows[2:]
 
 
-def test_cli_stream_over_video_frames(tiny: dict[str, Path], cli: Cli) -> None:
-    video = media_file("vtest.avi")
+def test_cli_stream_over_video_frames(tiny: dict[str, Path], tmp_path: Path, cli: Cli) -> None:
     pytest.importorskip("mediapipe")
+    video = vtest_excerpt(tmp_path / "walk.avi", 160, 9)
     code, out, err = cli(
         "predict",
         tiny["ck"],
@@ -240,7 +240,13 @@ def test_cli_stream_over_video_frames(tiny: dict[str, Path], cli: Cli) -> None:
     rows = [json.loads(line) for line in out.strip().splitlines()]
     assert [(r["frame_start"], r["frame_end"]) for r in rows] == [(0, 6), (3, 9)]
     assert all(r["pose_ms"] > 0 and r["latency_ms"] >= r["pose_ms"] for r in rows)
-    assert all(len(r["predictions"]) == 2 for r in rows)
+    assert all(len(r["predictions"]) == 2 and r["label"] for r in rows)
+    # Where the video shows nobody, each window says so and the stream goes on.
+    empty = vtest_excerpt(tmp_path / "empty.avi", 0, 9)
+    code, out, err = cli("predict", tiny["ck"], empty, "--stream", "--window", "6", "--hop", "3")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.strip().splitlines()]
+    assert [(r["label"], r.get("note")) for r in rows] == [(None, "no person in this window")] * 2
 
 
 @pytest.mark.parametrize(

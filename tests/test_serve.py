@@ -26,7 +26,7 @@ pytest.importorskip("httpx2")
 import httpx2
 from fastapi.testclient import TestClient
 
-from conftest import media_file
+from conftest import media_file, vtest_excerpt
 from protoskel.data.readers import write_generic_npz
 from protoskel.data.sequence import SkeletonSequence
 from protoskel.data.store import open_store
@@ -318,23 +318,18 @@ def test_too_long_video_is_refused_before_pose_extraction(models: dict[str, Path
 
 @pytest.mark.realdata
 def test_predict_video_upload(client: TestClient, tmp_path: Path) -> None:
-    cv2 = pytest.importorskip("cv2")
     pytest.importorskip("mediapipe")
-    cap = cv2.VideoCapture(str(media_file("vtest.avi")))
-    size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-    short = tmp_path / "short.avi"  # 20 frames keep pose extraction to a couple of seconds
-    out = cv2.VideoWriter(str(short), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, size)
-    for _ in range(20):
-        ok, frame = cap.read()
-        assert ok
-        out.write(frame)
-    out.release()
-    cap.release()
+    # 20 frames keep pose extraction to a couple of seconds; from frame 160 a person is tracked.
+    short = vtest_excerpt(tmp_path / "short.avi", 160, 20)
     r = _upload(client, "/predict", "short.avi", short.read_bytes())
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["input"]["layout"] == "mediapipe-33" and body["input"]["frames"] == 20
     assert body["input"]["model_layout"] == "kinect-v1-20" and len(body["predictions"]) == 5
+    # The first 20 frames have nobody in them: an error, not a class.
+    empty = vtest_excerpt(tmp_path / "empty.avi", 0, 20)
+    r = _upload(client, "/predict", "empty.avi", empty.read_bytes())
+    assert r.status_code == 422 and "empty.avi: no person in any of its 20 frames" in r.text
 
 
 def test_docs_work_offline_and_describe_both_bodies(client: TestClient) -> None:
