@@ -180,6 +180,24 @@ def test_eval_batches_hold_about_eval_samples_forwards_and_do_not_change_results
     assert np.array_equal(labels, labels2)
 
 
+def test_unreadable_checkpoints_get_a_short_error_that_never_suggests_unsafe_loading(
+    tmp_path: Path,
+) -> None:
+    import fractions
+
+    (tmp_path / "garbage.pt").write_bytes(np.random.default_rng(0).bytes(2000))
+    with pytest.raises(
+        CheckpointError, match=r"garbage\.pt: not a protoskel checkpoint \(not a zip"
+    ):
+        load_checkpoint(tmp_path / "garbage.pt")
+    # A real torch file holding a class weights_only refuses (torch then suggests
+    # weights_only=False, which protoskel never does).
+    torch.save({"x": fractions.Fraction(1, 3)}, tmp_path / "objects.pt")
+    with pytest.raises(CheckpointError, match="holds Python objects beyond tensors") as err:
+        load_checkpoint(tmp_path / "objects.pt")
+    assert "weights_only=False" not in str(err.value) and "\n" not in str(err.value)
+
+
 def test_a_finished_run_is_never_replaced_silently(store: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -35,3 +35,12 @@ class CheckpointError(ProtoskelError):
 
 class DatasetError(ProtoskelError):
     """A dataset source folder or prepared store is missing or inconsistent."""
+
+
+def brief(e: BaseException, limit: int = 120) -> str:
+    """``Type: first sentence`` of a library's exception, cut at a word, for a one-line error."""
+    text = " ".join(str(e).split())
+    first = text.split(". ")[0].rstrip(".")
+    if len(first) > limit:
+        first = first[:limit].rsplit(" ", 1)[0] + " ..."
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__

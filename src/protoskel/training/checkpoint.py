@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle  # only for its exception type: nothing is unpickled here
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from protoskel.errors import CheckpointError, ConfigError
+from protoskel.errors import CheckpointError, ConfigError, brief
 from protoskel.layouts import Layout, get_layout, layout_from_dict
 
 __all__ = ["build_from_checkpoint", "load_checkpoint", "save_checkpoint", "shipped_dir"]
@@ -61,12 +63,21 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a protoskel checkpoint safely (``weights_only=True``) and check its format."""
     p = resolve_checkpoint(path)
+    if not zipfile.is_zipfile(p):
+        raise CheckpointError(
+            f"{p}: not a protoskel checkpoint (not a zip archive as torch.save writes: "
+            "truncated, or another kind of file)"
+        )
     try:
         ck = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
+    except pickle.UnpicklingError:
+        # torch's own text suggests weights_only=False, which protoskel never does.
         raise CheckpointError(
-            f"{p}: not a readable protoskel checkpoint ({type(e).__name__}: {str(e)[:200]})"
+            f"{p}: not a protoskel checkpoint: it holds Python objects beyond tensors and "
+            "plain data, and checkpoints are only ever loaded with weights_only=True"
         ) from None
+    except Exception as e:
+        raise CheckpointError(f"{p}: not a readable protoskel checkpoint ({brief(e)})") from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise CheckpointError(f"{p}: not a protoskel checkpoint (no format tag {FORMAT!r})")
     for key in ("model", "config", "layout", "classes", "in_channels"):

@@ -12,6 +12,7 @@ import math
 import os
 import re
 import uuid
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -19,7 +20,7 @@ from typing import IO, Any
 import numpy as np
 
 from protoskel.data.sequence import SkeletonSequence
-from protoskel.errors import DataFormatError, LayoutError
+from protoskel.errors import DataFormatError, LayoutError, brief
 from protoskel.layouts import Layout, get_layout, list_layouts
 
 __all__ = [
@@ -125,15 +126,24 @@ def _npz_int(arrays: dict[str, np.ndarray], key: str, path: Path) -> int | None:
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise DataFormatError(path, None, "no such file")
+    if path.is_file() and not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            npy = f.read(6) == b"\x93NUMPY"
+        # numpy would read any other bytes as a pickle and suggest unpickling: never here.
+        what = (
+            "a single .npy array, not an NPZ archive; save clips with numpy.savez"
+            if npy
+            else "not an NPZ archive (not a zip file: truncated, or another kind of file); "
+            "write clips with numpy.savez or protoskel pose"
+        )
+        raise DataFormatError(path, None, what)
     try:
         obj = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataFormatError(path, None, "no such file") from None
     except Exception as e:
         # numpy and zipfile raise many types on corrupt input; all mean "not a valid NPZ".
-        raise DataFormatError(
-            path, None, f"not a readable NPZ archive ({type(e).__name__}: {e})"
-        ) from None
+        raise DataFormatError(path, None, f"not a readable NPZ archive ({brief(e)})") from None
     if not isinstance(obj, np.lib.npyio.NpzFile):
         raise DataFormatError(
             path, None, "a single .npy array, not an NPZ archive; save clips with numpy.savez"
@@ -165,9 +175,7 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
     except DataFormatError:
         raise
     except Exception as e:
-        raise DataFormatError(
-            path, None, f"not a readable NPZ archive ({type(e).__name__}: {e})"
-        ) from None
+        raise DataFormatError(path, None, f"not a readable NPZ archive ({brief(e)})") from None
 
 
 def read_generic_npz(
