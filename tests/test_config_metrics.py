@@ -211,3 +211,25 @@ def test_every_shipped_recipe_loads_and_is_named_after_its_file(recipe: Path) ->
     cfg = load_config(recipe)
     assert cfg.name == recipe.stem
     assert cfg.model.backbone in list_backbones()
+
+
+def test_recipe_errors_name_the_key_and_where_its_value_came_from(tmp_path: Path) -> None:
+    p = tmp_path / "r.yaml"
+    p.write_text("model:\n  backbone: atgcn\n  kwargs: {widht: 8}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value).startswith(
+        f"{p}: model.kwargs: backbone 'atgcn' does not accept option(s) widht"
+    )
+    p.write_text("train:\n  lr: 0.1\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p, ["model.backbone=resnet"])
+    assert str(e.value).startswith(
+        f"{p}, --set model.backbone=resnet: model.backbone: unknown backbone"
+    )
+    with pytest.raises(ConfigError) as e:
+        load_config(p, ["train.lr_decay=0.5", "train.lr=-1"])  # a prefix of another key
+    assert str(e.value).startswith(f"{p}, --set train.lr=-1: train.lr: must be > 0")
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["model.head=nope"])
+    assert str(e.value).startswith("--set model.head=nope: model.head: unknown head 'nope'")

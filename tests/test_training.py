@@ -125,7 +125,9 @@ def test_resume_may_change_eval_every_and_threads_only(store: Path, tmp_path: Pa
     assert again["history"] == full["history"]
     torch.set_num_threads(1)
     changed = load_config(_recipe(tmp_path), ["train.lr=0.5"])
-    with pytest.raises(ConfigError, match="different config"):
+    with pytest.raises(
+        ConfigError, match=r"different config \(train\.lr: 0\.01 in the run, 0\.5 now\)"
+    ):
         train(changed, store, tmp_path / "part", resume=True, progress=False)
 
 

@@ -125,6 +125,30 @@ def _check_kwargs(what: str, name: str, fn: Callable[..., Any], kw: dict[str, An
         )
 
 
+def check_options(
+    backbone: str, head: str, kwargs: dict[str, Any], head_kwargs: dict[str, Any]
+) -> None:
+    """Refuse an unknown backbone or head, or an option it does not take, naming the recipe key."""
+    _load_builtins()
+    if backbone not in _BACKBONES:
+        raise ConfigError(
+            f"model.backbone: unknown backbone {backbone!r}; known backbones: "
+            f"{', '.join(sorted(_BACKBONES))}"
+        )
+    if head not in _HEADS:
+        raise ConfigError(
+            f"model.head: unknown head {head!r}; known heads: {', '.join(sorted(_HEADS))}"
+        )
+    for key, what, name, fn, kw in (
+        ("model.kwargs", "backbone", backbone, _BACKBONES[backbone], kwargs),
+        ("model.head_kwargs", "head", head, _HEADS[head], head_kwargs),
+    ):
+        try:
+            _check_kwargs(what, name, fn, dict(kw))
+        except ConfigError as e:
+            raise ConfigError(f"{key}: {e}") from None
+
+
 def build_model(
     name: str,
     layout: Layout | str,

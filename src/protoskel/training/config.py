@@ -441,6 +441,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"{p}: {where}: invalid YAML") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: expected a mapping at the top level")
+    set_by: dict[str, str] = {}
     for item in overrides or []:
         keys, value = _parse_override(item)
         node = data
@@ -449,9 +450,24 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: {k} is not a section")
         node[keys[-1]] = value
+        set_by[".".join(keys)] = item
     try:
-        return config_from_dict(data)
+        cfg = config_from_dict(data)
+        from protoskel.models.registry import check_options
+
+        m = cfg.model
+        check_options(m.backbone, m.head, m.kwargs, m.head_kwargs)
+        return cfg
     except ConfigError as e:
+        # Name where the bad value came from: a --set option, else the recipe file.
+        key = str(e).split(":", 1)[0]
+        origin = next(
+            (f"--set {v}" for k, v in set_by.items() if k == key or k.startswith(f"{key}.")), None
+        )
+        if origin is not None:
+            raise ConfigError(
+                f"{origin}: {e}" if path is None else f"{path}, {origin}: {e}"
+            ) from None
         if path is not None:
             raise ConfigError(f"{path}: {e}") from None
         raise

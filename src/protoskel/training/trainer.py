@@ -122,6 +122,16 @@ def _resume_view(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "train": train}
 
 
+def _differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, value in a, value in b) wherever two nested config dicts differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[tuple[str, Any, Any]] = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += _differences(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [(prefix.rstrip("."), a, b)]
+
+
 def _epoch_line(row: dict[str, Any], paces: list[float], epochs: int) -> str:
     """A one-line epoch summary, with the time left at the pace of the last epochs run here."""
     line = f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.3f} acc "
@@ -608,11 +618,13 @@ def _train(
         # Through the config class, so an option added after the run started (absent from
         # the checkpoint) compares at its default instead of as a difference.
         saved = config_from_dict(ck["config"]).to_dict()
-        if _resume_view(saved) != _resume_view(cfg.to_dict()):
+        diff = _differences(_resume_view(saved), _resume_view(cfg.to_dict()))
+        if diff:
+            shown = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, a, b in diff[:3])
             raise ConfigError(
-                f"{last_path}: the run was started with a different config; resume with the "
-                "same config and --set values (only train.eval_every and train.threads may "
-                "change)"
+                f"{last_path}: the run was started with a different config ({shown}"
+                f"{'; ...' if len(diff) > 3 else ''}); resume with the same config and --set "
+                "values (only train.eval_every, train.eval_clips and train.threads may change)"
             )
         # With EMA, "model" holds the average (what eval and predict use), "raw_model" the
         # weights the optimiser was updating.
