@@ -31,6 +31,7 @@ from protoskel.data.readers import write_generic_npz
 from protoskel.data.sequence import SkeletonSequence
 from protoskel.data.store import open_store
 from protoskel.data.synthetic import write_synthetic_store
+from protoskel.errors import ConfigError
 from protoskel.inference import Predictor
 from protoskel.serve import create_app
 from protoskel.training.config import config_from_dict
@@ -434,3 +435,21 @@ def test_inference_does_not_block_the_event_loop(
     finally:
         release.set()
         svc.predict = real
+
+
+def test_serve_refuses_a_taken_port_before_loading_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    import uvicorn
+
+    from protoskel.serve import app as app_mod
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("uvicorn must not start"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"--port {port}: cannot listen on 127.0.0.1:{port}"):
+            app_mod.serve(tmp_path / "not-even-read.pt", port=port)

@@ -48,7 +48,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from protoskel.data.sequence import SkeletonSequence
-from protoskel.errors import DataFormatError, LayoutError, ProtoskelError
+from protoskel.errors import ConfigError, DataFormatError, LayoutError, ProtoskelError
 from protoskel.inference import VIDEO_EXTENSIONS, Predictor, is_video
 
 __all__ = ["MAX_DRAW_FRAMES", "create_app", "serve"]
@@ -639,6 +639,25 @@ def _scrub(msg: str, svc: _Service) -> str:
     return msg.replace(str(svc.reports), "reports")
 
 
+def _check_can_listen(host: str, port: int) -> None:
+    """Refuse a host that does not resolve or a port something else listens on."""
+    import socket
+
+    try:
+        family, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise ConfigError(f"--host {host}: cannot resolve it ({e})") from None
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            sock.bind(addr)
+        except OSError as e:
+            raise ConfigError(
+                f"--port {port}: cannot listen on {host}:{port} ({e.strerror}); choose another "
+                "--port or stop the program using it"
+            ) from None
+
+
 def serve(
     checkpoint: str | Path,
     *,
@@ -652,6 +671,9 @@ def serve(
     """Run the service with uvicorn until interrupted."""
     import uvicorn
 
+    # Before the model loads: uvicorn would report a taken port after "startup complete"
+    # and exit with its own code 3.
+    _check_can_listen(host, port)
     app = create_app(
         checkpoint, max_upload_mb=max_upload_mb, max_frames=max_frames, data_root=data_root
     )
