@@ -186,7 +186,7 @@ def test_compare_cli_on_checkpoints_and_files(runs, tmp_path: Path, cli: Cli) ->
     assert fam["comparisons"][1]["mcnemar_p"] == 1.0
     assert fam["comparisons"][0]["mcnemar_p_holm"] == min(1.0, 2 * r["mcnemar_p"])
     code, out, _ = cli("compare", str(one), str(two), str(tmp_path / "1.npz"), *d)
-    assert code == 0 and out.count("Holm-adjusted over 2") == 2 and "C - A +0.00 points" in out
+    assert code == 0 and out.count("over the 2 comparisons") == 2 and "C - A +0.00 points" in out
     # An ensemble's fused probabilities are a prediction file too.
     ens = ["ensemble", str(one), str(two), *d, "--save-probs", str(tmp_path / "e.npz"), "--json"]
     code, out, err = cli(*ens)
@@ -256,7 +256,10 @@ def test_compare_and_save_probs_errors(runs, tmp_path: Path, cli: Cli) -> None:
     assert code == 2 and "none.npz: no such prediction file" in err
     evaluate(one, store, save_probs=tmp_path / "1.npz")
     code, _, err = cli("compare", str(tmp_path / "1.npz"), str(one), "--flip")
-    assert code == 2 and "1.npz: --split and --flip apply to checkpoints only" in err
+    assert code == 2 and "1.npz: --flip applies to checkpoints only" in err  # only what was given
+    code, _, err = cli("eval", str(one), "--data", str(store), "--save-probs", tmp_path / "t.npz")
+    assert code == 0 and f"predictions written to {tmp_path / 't.npz'}" in err
+    (tmp_path / "t.npz").unlink()
     (tmp_path / "1.npz").unlink()
     bad = ["eval", str(one), "--data", str(store), "--save-probs", str(tmp_path / "p.csv")]
     code, _, err = cli(*bad)

@@ -399,6 +399,8 @@ def eval_cmd(
     typer.echo(_metrics_summary(m))
     for c, a in m["per_class"].items():
         typer.echo(f"  {c:<24} {'n/a' if a is None else f'{a:6.2f}'}")
+    if m.get("probs_file"):
+        log(f"predictions written to {m['probs_file']}")
 
 
 @app.command("ensemble")
@@ -463,6 +465,8 @@ def ensemble_cmd(
         where = mem.get("checkpoint", mem.get("predictions"))
         typer.echo(f"  w={wt:.2f}  {mem['stream']:<12} top1 {mem['top1']:.2f}  {where}")
     typer.echo("ensemble: " + _metrics_summary(m))
+    if m.get("probs_file"):
+        log(f"predictions written to {m['probs_file']}")
 
 
 @app.command("compare")
@@ -516,7 +520,11 @@ def compare_cmd(
             f"{label} right {r['only_b_right']}, both wrong {r['both_wrong']}; same prediction "
             f"on {r['agreement']:.1f} % of clips"
         )
-        holm = f" (Holm-adjusted over {len(rows)}: {r['mcnemar_p_holm']:.3g})" if several else ""
+        holm = (
+            f"; Holm-adjusted p = {r['mcnemar_p_holm']:.3g} over the {len(rows)} comparisons"
+            if several
+            else ""
+        )
         typer.echo(f"McNemar exact p = {r['mcnemar_p']:.3g}{holm}")
 
 

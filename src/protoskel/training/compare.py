@@ -200,7 +200,8 @@ def raise_settings_for_file(path: str | Path, options: list[str]) -> None:
     verb = "apply" if len(options) > 1 else "applies"
     raise ConfigError(
         f"{path}: {' and '.join(options)} {verb} to checkpoints only; a prediction file "
-        "keeps the settings it was written with (see its source)"
+        "holds probabilities already computed with the settings it was written with (its "
+        "'source' entry records them); give the checkpoint instead to change them"
     )
 
 
@@ -214,8 +215,9 @@ def predictions_of(
     if Path(source).suffix == ".npz":
         if not Path(source).is_file():
             raise ConfigError(f"{source}: no such prediction file")
-        if split is not None or flip is not None:
-            raise_settings_for_file(source, ["--split", "--flip"])
+        given = [o for o, v in (("--split", split), ("--flip", flip)) if v is not None]
+        if given:
+            raise_settings_for_file(source, given)
         return load_predictions(source)
     if data_dir is None:
         raise ConfigError(f"{source}: a checkpoint needs --data to be evaluated on")
