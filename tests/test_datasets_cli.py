@@ -316,6 +316,11 @@ def test_missing_src_unknown_name_and_non_store(tmp_path: Path, monkeypatch, cap
         out,
     )
     assert code == 2 and "source folder" in err and str(tmp_path / "x") in err
+    # The synthetic dataset is generated: its --src is not read, so it need not exist.
+    syn = ("datasets", "prepare", "synthetic", "--src", str(tmp_path / "x"), "--out", out + "s")
+    code, _, err = run(monkeypatch, capsys, *syn)
+    assert code == 0, err
+    assert json.loads((Path(out + "s") / "manifest.json").read_text())["dataset"] == "synthetic"
     code, _, err = run(
         monkeypatch, capsys, "datasets", "prepare", "kinetics", "--src", str(tmp_path), "--out", out
     )

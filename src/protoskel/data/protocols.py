@@ -98,6 +98,8 @@ class DatasetSpec:
     load: Callable[[Path, LoadOptions], LoadedDataset]
     #: The source is one file (a PYSKL pickle), not a folder.
     src_is_file: bool = False
+    #: The clips are generated, so --src is not read (and need not exist).
+    generated: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (for ``datasets list``)."""
@@ -628,6 +630,7 @@ _REGISTRY: dict[str, DatasetSpec] = {
             "cross-subject",
             "Procedural demo actions: train 240 (7 subjects), val 90 (3); --src is not read",
             _load_synthetic,
+            generated=True,
         ),
     )
 }
@@ -652,7 +655,9 @@ def load_dataset(name: str, src: str | Path, opts: LoadOptions | None = None) ->
     """Read a dataset's source folder into labelled splits by its standard protocol."""
     spec = get_dataset(name)
     p = Path(src).expanduser()
-    if spec.src_is_file:
+    if spec.generated:
+        pass
+    elif spec.src_is_file:
         if not p.is_file():
             raise DatasetError(f"{p}: source file of dataset {name!r} not found (give the file)")
     elif not p.is_dir():
