@@ -182,6 +182,19 @@ def test_eval_batches_hold_about_eval_samples_forwards_and_do_not_change_results
     assert np.array_equal(labels, labels2)
 
 
+def test_eval_progress_changes_nothing_and_stays_off_a_non_terminal(
+    store: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    train(load_config(_recipe(tmp_path), ["train.epochs=1"]), store, tmp_path / "r", progress=False)
+    ck = tmp_path / "r" / "last.pt"
+    capfd.readouterr()
+    quiet = evaluate(ck, store)
+    shown = evaluate(ck, store, progress=True)
+    assert shown["top1"] == quiet["top1"] and shown["per_class"] == quiet["per_class"]
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""  # stderr is not a terminal here: no bar in logs
+
+
 def test_unreadable_checkpoints_get_a_short_error_that_never_suggests_unsafe_loading(
     tmp_path: Path,
 ) -> None:

@@ -392,6 +392,7 @@ def eval_cmd(
         rotate=_rotations(rotate),
         occlude=occlude,
         save_probs=save_probs,
+        progress=True,
     )
     if as_json:
         echo_json(m)
@@ -457,6 +458,7 @@ def ensemble_cmd(
         rotate=rot,
         occlude=occlude,
         save_probs=save_probs,
+        progress=True,
     )
     if as_json:
         echo_json(m)

@@ -55,7 +55,11 @@ def _is_predictions(member: str | Path) -> bool:
 
 
 def _member(
-    member: str | Path, data_dir: str | Path | None, split: str | None, kw: dict[str, Any]
+    member: str | Path,
+    data_dir: str | Path | None,
+    split: str | None,
+    kw: dict[str, Any],
+    progress: bool = False,
 ) -> tuple[Predictions, dict[str, Any]]:
     """One member's predictions on the split, and how it is listed in the result."""
     if _is_predictions(member):
@@ -71,7 +75,7 @@ def _member(
         raise ConfigError(f"{member}: a checkpoint needs --data to be evaluated on")
     from protoskel.data.store import open_store
 
-    probs, labels, ck, classes = checkpoint_probs(member, data_dir, split, **kw)
+    probs, labels, ck, classes = checkpoint_probs(member, data_dir, split, progress=progress, **kw)
     name = split or ck["config"]["data"]["val_split"]
     ids = open_store(data_dir).split(name).ids
     info = {"checkpoint": ck["path"], "flip": effective_flip(kw["flip"], ck), "split": name}
@@ -91,6 +95,7 @@ def ensemble(
     rotate: list[Any] | None = None,
     occlude: str | None = None,
     save_probs: str | Path | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Fuse checkpoints (e.g. the four streams) on a split; optionally fit weights on held-out
     training clips recorded in the checkpoints (never on the evaluated split).
@@ -101,7 +106,8 @@ def ensemble(
     ``clips`` test clips per video (default: each recipe's data.test_clips), like ``flip``,
     ``rotate`` and ``occlude`` applied to the held-out clips too, so weights are fitted on what
     is evaluated. ``occlude`` hides that body part in every clip, the held-out ones included;
-    ``save_probs`` writes the fused probabilities as a prediction file for ``compare``.
+    ``save_probs`` writes the fused probabilities as a prediction file for ``compare``;
+    ``progress`` shows a bar per evaluated checkpoint on a terminal.
     """
     if save_probs is not None:
         check_predictions_path(save_probs)
@@ -128,7 +134,7 @@ def ensemble(
         for c in checkpoints:
             if not _is_predictions(c):
                 check_occlude_part(load_checkpoint(c), occlude)
-    runs = [_member(c, data_dir, split, kw) for c in checkpoints]
+    runs = [_member(c, data_dir, split, kw, progress) for c in checkpoints]
     first = runs[0][0]
     for c, (pred, _) in zip(checkpoints[1:], runs[1:], strict=True):
         try:

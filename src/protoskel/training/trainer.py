@@ -338,17 +338,30 @@ def _loader(split: Any, layout: Layout, cfg: Config, train: bool, dist: DistInfo
 
 
 @torch.no_grad()
-def predict_split(model: nn.Module, loader: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities (N, K) over a loader (multi-clip outputs averaged) and labels."""
+def predict_split(
+    model: nn.Module, loader: Any, progress: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities (N, K) over a loader (multi-clip outputs averaged) and labels.
+
+    ``progress`` labels a bar of batches on stderr, shown only on a terminal.
+    """
+    import sys
+
     model.eval()
     probs, labels = [], []
     k = getattr(loader, "copies", getattr(loader, "num_clips", 1))
-    for x, y in loader:
-        p = F.softmax(model(x), dim=1)
-        if k > 1:
-            p = p.view(-1, k, p.shape[1]).mean(1)
-        probs.append(p.double().numpy())
-        labels.append(y.numpy())
+    show = progress is not None and sys.stderr.isatty()
+    with progress_bar(
+        [progress or "", "{bar}", "{count}", "{elapsed}", "{remaining}"], disable=not show
+    ) as bar:
+        task = bar.add_task("", total=len(loader))
+        for x, y in loader:
+            p = F.softmax(model(x), dim=1)
+            if k > 1:
+                p = p.view(-1, k, p.shape[1]).mean(1)
+            probs.append(p.double().numpy())
+            labels.append(y.numpy())
+            bar.advance(task)
     return np.concatenate(probs), np.concatenate(labels)
 
 
@@ -856,11 +869,13 @@ def checkpoint_probs(
     rotate: list[Any] | None = None,
     fix: str = "evaluate on the dataset the model was trained for",
     occlude: str | None = None,
+    progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any], list[str]]:
     """Class probabilities of one checkpoint on a split (optionally a subset of its clips).
 
     ``fix`` ends the error raised when the checkpoint's classes differ from the store's;
-    ``occlude`` names a body part hidden in every clip (see :class:`ClipLoader`).
+    ``occlude`` names a body part hidden in every clip (see :class:`ClipLoader`);
+    ``progress`` shows a bar of batches on a terminal.
     """
     from protoskel.data.store import open_store
 
@@ -889,7 +904,8 @@ def checkpoint_probs(
     if rotate is not None:
         cfg.data.test_rotate = list(rotate)  # checked by the loader
     loader = eval_loader(sp, lay, cfg, mirror=cfg.data.test_flip, occlude=occlude)
-    probs, labels = predict_split(model, loader)
+    label = f"eval {Path(ck['path']).stem}" if progress else None
+    probs, labels = predict_split(model, loader, progress=label)
     return probs, labels, ck, list(store.classes)
 
 
@@ -904,17 +920,26 @@ def evaluate(
     rotate: list[Any] | None = None,
     occlude: str | None = None,
     save_probs: str | Path | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """top1/top5/mean_class_acc/n and per-class accuracy of a checkpoint on a prepared split.
 
-    ``save_probs`` writes the class probabilities as a prediction file for ``compare``.
+    ``save_probs`` writes the class probabilities as a prediction file for ``compare``;
+    ``progress`` shows a bar on a terminal.
     """
     from protoskel.training.compare import check_predictions_path
 
     if save_probs is not None:
         check_predictions_path(save_probs)
     probs, labels, ck, classes = checkpoint_probs(
-        checkpoint, data_dir, split, clips, flip=flip, rotate=rotate, occlude=occlude
+        checkpoint,
+        data_dir,
+        split,
+        clips,
+        flip=flip,
+        rotate=rotate,
+        occlude=occlude,
+        progress=progress,
     )
     m = classification_metrics(probs, labels, classes)
     if confusion_png is not None:
