@@ -581,6 +581,11 @@ def test_npz_single_person_string_label_and_layout_argument(tmp_path: Path) -> N
         ({"keypoints": np.zeros((1, 17, 2)), "fps": 0.0}, "coco-17", ["positive"]),
         ({"keypoints": np.zeros((1, 17, 2)), "id": [1, 2]}, "coco-17", ["'id'", "string"]),
         ({"keypoints": np.array([[["a", "b"]]])}, "coco-17", ["numbers"]),
+        (
+            {"keypoints": np.zeros((1, 17, 2))},
+            None,
+            ["field 'layout': missing", "as a 'layout' array", "coco-17"],
+        ),
     ],
 )
 def test_npz_bad_content(tmp_path: Path, arrays: dict, layout: str | None, needles: list) -> None:

@@ -229,8 +229,9 @@ def read_generic_npz(
         raise DataFormatError(
             path,
             "field 'layout'",
-            "missing, and no layout was given; store the layout name in the file or pass it "
-            f"(built-in layouts: {', '.join(list_layouts())})",
+            "missing, and no layout was given; store the layout's name in the file as a "
+            "'layout' array (e.g. numpy.savez(..., layout='coco-17')) or, from Python, pass "
+            f"layout=... to the reader (built-in layouts: {', '.join(list_layouts())})",
         )
 
     meta: dict[str, Any] = {}
