@@ -133,3 +133,25 @@ def test_joint_maps_are_convex(src: str, dst: str) -> None:
 def test_missing_joint_map_is_clear() -> None:
     with pytest.raises(LayoutError, match="no joint map from 'penn-13' to 'ntu-25'"):
         get_joint_map("penn-13", "ntu-25")
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "via"),
+    [
+        ("openpose-18", "penn-13", ("coco-17",)),
+        ("mediapipe-33", "msr-20", ("kinect-v1-20",)),
+        ("ntu-25", "msr-20", ("kinect-v1-20",)),
+    ],
+)
+def test_joint_maps_chain_through_other_layouts_when_no_direct_map_exists(
+    src: str, dst: str, via: tuple[str, ...]
+) -> None:
+    jm = get_joint_map(src, dst)
+    assert jm.via == via
+    x = np.random.default_rng(2).normal(size=(4, get_layout(src).num_joints, 3))
+    step = x
+    for a, b in zip((src, *via), (*via, dst), strict=True):
+        step = get_joint_map(a, b).apply(step)  # the maps one after the other
+    np.testing.assert_allclose(jm.apply(x), step, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(jm.weights.sum(1), 1.0, rtol=1e-6)
+    assert get_joint_map("coco-17", "penn-13").via == ()  # a direct map is used as it is

@@ -6,6 +6,7 @@ every layout-specific fact from a :class:`Layout`, never from constants of their
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -329,6 +330,7 @@ class JointMap:
     src: str
     dst: str
     weights: np.ndarray  # (V_dst, V_src), rows sum to 1
+    via: tuple[str, ...] = ()  # layouts in between when no direct map exists
 
     def apply(self, keypoints: np.ndarray, axis: int = -2) -> np.ndarray:
         """Map an array whose ``axis`` indexes source joints (default: (..., V, C))."""
@@ -356,16 +358,59 @@ def _map_specs() -> dict[str, Any]:
     return _read_yaml(path) or {}
 
 
+def _map_path(src: str, dst: str, keys: list[str]) -> list[str] | None:
+    """The shortest chain of layouts from ``src`` to ``dst`` through the defined maps."""
+    edges: dict[str, list[str]] = {}
+    for k in keys:
+        a, b = k.split("->")
+        edges.setdefault(a, []).append(b)
+    prev: dict[str, str] = {src: src}
+    frontier = [src]
+    while frontier:
+        nxt = []
+        for a in frontier:
+            for b in sorted(edges.get(a, [])):
+                if b not in prev:
+                    prev[b] = a
+                    nxt.append(b)
+        frontier = nxt
+    if dst not in prev:
+        return None
+    path = [dst]
+    while path[-1] != src:
+        path.append(prev[path[-1]])
+    return path[::-1]
+
+
 def get_joint_map(src: str | Layout, dst: str | Layout) -> JointMap:
-    """The joint map from layout ``src`` to ``dst`` (identity when they are the same)."""
+    """The joint map from layout ``src`` to ``dst`` (identity when they are the same).
+
+    Without a direct map, the shortest chain of defined maps is composed (e.g. openpose-18 ->
+    coco-17 -> penn-13); ``JointMap.via`` names the layouts in between.
+    """
     a, b = get_layout(src), get_layout(dst)
     if a.name == b.name:
         return JointMap(a.name, b.name, np.eye(a.num_joints, dtype=np.float32))
     key = f"{a.name}->{b.name}"
     specs = _map_specs()
-    if key not in specs:
+    if key in specs:
+        return _direct_map(a, b, specs)
+    path = _map_path(a.name, b.name, list(specs))
+    if path is None:
         known = ", ".join(sorted(specs))
-        raise LayoutError(f"no joint map from {a.name!r} to {b.name!r}; available maps: {known}")
+        raise LayoutError(
+            f"no joint map from {a.name!r} to {b.name!r}, directly or through other layouts; "
+            f"available maps: {known}"
+        )
+    w = np.eye(a.num_joints, dtype=np.float32)
+    for x, y in itertools.pairwise(path):
+        w = _direct_map(get_layout(x), get_layout(y), specs).weights @ w
+    return JointMap(a.name, b.name, w, via=tuple(path[1:-1]))
+
+
+def _direct_map(a: Layout, b: Layout, specs: dict[str, Any]) -> JointMap:
+    """The map one joint_maps.yaml entry defines from ``a`` to ``b``."""
+    key = f"{a.name}->{b.name}"
     rules = specs[key] or {}
     w = np.zeros((b.num_joints, a.num_joints), dtype=np.float32)
     for d, name in enumerate(b.joints):
