@@ -19,31 +19,16 @@ from typing import Any
 import torch
 
 from protoskel.data.store import open_store
-from protoskel.models.invariance import frame_count
 from protoskel.training.checkpoint import load_checkpoint
 from protoskel.training.config import config_from_dict
 from protoskel.training.registry import shipped_models
-from protoskel.training.trainer import evaluate
-
-
-def forward_samples(ck: dict[str, Any], clips: int, coords: int) -> int:
-    """Samples one clip costs at the recipe's test setting: copies x frame-averaging frames."""
-    cfg = config_from_dict(ck["config"])
-    copies = (
-        cfg.data.test_clips * max(1, len(cfg.data.test_rotate)) * (2 if cfg.data.test_flip else 1)
-    )
-    views = 1
-    if cfg.model.invariance == "frame_averaging":
-        up = cfg.model.invariance_axes == "up"
-        views = frame_count(coords, mode=cfg.model.invariance_mode, up=up)
-    return clips * copies * views
+from protoskel.training.trainer import eval_samples_per_clip, evaluate
 
 
 def time_eval(name: str, data: str) -> dict[str, Any]:
     """Wall and CPU seconds of one shipped model's default evaluation, with its top-1."""
-    ck = load_checkpoint(name)
-    store = open_store(data)
-    split = store.split(config_from_dict(ck["config"]).data.val_split)
+    cfg = config_from_dict(load_checkpoint(name)["config"])
+    split = open_store(data).split(cfg.data.val_split)
     wall, cpu = time.perf_counter(), time.process_time()
     m = evaluate(name, data)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -51,7 +36,8 @@ def time_eval(name: str, data: str) -> dict[str, Any]:
     return {
         "model": name,
         "clips": m["n"],
-        "forward_samples": forward_samples(ck, m["n"], coords),
+        "forward_samples": m["n"]
+        * eval_samples_per_clip(cfg, coords, cfg.data.test_clips, cfg.data.test_flip),
         "wall_s": round(wall, 1),
         "cpu_s": round(cpu, 1),
         "top1": round(m["top1"], 2),

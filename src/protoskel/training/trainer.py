@@ -268,8 +268,8 @@ def _make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
 EVAL_SAMPLES = 32
 
 
-def eval_batch_size(cfg: Config, coords: int, num_clips: int, mirror: bool) -> int:
-    """Clips per evaluation batch: copies x frame-averaging frames near EVAL_SAMPLES."""
+def eval_samples_per_clip(cfg: Config, coords: int, num_clips: int, mirror: bool) -> int:
+    """Forward samples one test clip costs: its copies (clips, rotations, mirror) x FA frames."""
     from protoskel.models.invariance import frame_count
 
     copies = num_clips * max(1, len(cfg.data.test_rotate or [])) * (2 if mirror else 1)
@@ -277,8 +277,14 @@ def eval_batch_size(cfg: Config, coords: int, num_clips: int, mirror: bool) -> i
     if cfg.model.invariance == "frame_averaging":
         up = cfg.model.invariance_axes == "up"
         views = frame_count(coords, mode=cfg.model.invariance_mode, up=up)
+    return copies * views
+
+
+def eval_batch_size(cfg: Config, coords: int, num_clips: int, mirror: bool) -> int:
+    """Clips per evaluation batch: copies x frame-averaging frames near EVAL_SAMPLES."""
     # max(1, ...): a bad num_clips (0) is left to the loader's own clear error.
-    return max(1, EVAL_SAMPLES // max(1, copies * views))
+    samples = eval_samples_per_clip(cfg, coords, num_clips, mirror)
+    return max(1, EVAL_SAMPLES // max(1, samples))
 
 
 def eval_loader(
